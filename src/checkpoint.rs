@@ -1,0 +1,69 @@
+//! Files of a Hugging Face model directory, written atomically (a temporary file beside the
+//! target, then a rename), so a crash never leaves a half-written checkpoint behind.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// An f32 tensor by name, row-major.
+#[derive(Clone, Debug)]
+pub struct NamedTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let tmp = temp_path(path);
+    let result = (|| {
+        let file = std::fs::File::create(&tmp)?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        write(&mut w)?;
+        w.flush()?;
+        w.get_ref().sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::Json { context: path.display().to_string(), source: e })?;
+    write_atomic(path, |w| w.write_all(text.as_bytes()))
+}
+
+/// Writes f32 tensors as `model.safetensors` (names sorted, as safetensors stores them).
+pub fn write_safetensors(path: &Path, tensors: &[NamedTensor]) -> Result<()> {
+    use safetensors::tensor::{Dtype, TensorView};
+    let bytes: Vec<Vec<u8>> =
+        tensors.iter().map(|t| t.data.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|(t, b)| {
+            let view = TensorView::new(Dtype::F32, t.shape.clone(), b)
+                .map_err(|e| Error::invalid(path, format!("tensor {}: {e}", t.name)))?;
+            Ok((t.name.clone(), view))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let metadata = Some(std::collections::HashMap::from([("format".to_string(), "pt".to_string())]));
+    let serialized = safetensors::tensor::serialize(views, metadata)
+        .map_err(|e| Error::invalid(path, format!("cannot serialize: {e}")))?;
+    write_atomic(path, |w| w.write_all(&serialized))
+}

@@ -1,0 +1,547 @@
+//! The token classifier: a BERT / RoBERTa / XLM-R encoder body with a dropout + linear head,
+//! in one file, read top-down in forward order (embeddings → self-attention → layer →
+//! encoder → classifier), each block named after the transformers class it translates
+//! (transformers/models/bert/modeling_bert.py, models/xlm_roberta/modeling_xlm_roberta.py).
+//!
+//! Every operation is built from candle ops that have a backward pass: candle 0.11's fused
+//! `layer_norm` and `softmax_last_dim` have none, so gradients would silently stop there.
+//! Dropout is real (transformers' places and rates) and its masks come from a seeded
+//! generator, so a resumed run draws the same masks as an uninterrupted one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{self, NamedTensor};
+use crate::error::{Error, Result};
+use crate::shuffle::Pcg64;
+
+/// A Hugging Face `config.json` (the fields xner reads; all others kept for the round trip).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Config {
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f64,
+    #[serde(default)]
+    pub classifier_dropout: Option<f64>,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default)]
+    pub pad_token_id: u32,
+    #[serde(default = "default_init_range")]
+    pub initializer_range: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id2label: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label2id: Option<BTreeMap<String, usize>>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_init_range() -> f64 {
+    0.02
+}
+
+/// The body families xner runs: they differ in tensor prefix and position ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Bert,
+    Roberta,
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let config: Config = serde_json::from_str(&text)
+            .map_err(|e| Error::invalid(path, format!("not a valid model config.json: {e}")))?;
+        config.family().map_err(|msg| Error::invalid(path, msg))?;
+        if config.hidden_act != "gelu" {
+            return Err(Error::invalid(
+                path,
+                format!("hidden_act {:?} is not supported (only exact gelu)", config.hidden_act),
+            ));
+        }
+        if config.num_attention_heads == 0 || !config.hidden_size.is_multiple_of(config.num_attention_heads) {
+            return Err(Error::invalid(path, "hidden_size is not a multiple of num_attention_heads"));
+        }
+        Ok(config)
+    }
+
+    pub fn family(&self) -> std::result::Result<Family, String> {
+        match self.model_type.as_str() {
+            "bert" => Ok(Family::Bert),
+            "roberta" | "xlm-roberta" => Ok(Family::Roberta),
+            other => Err(format!("model_type {other:?} is not supported (bert, roberta, xlm-roberta)")),
+        }
+    }
+
+    /// The label names from `id2label`, if the config has a token-classification head.
+    pub fn labels(&self) -> Option<Vec<String>> {
+        let map = self.id2label.as_ref()?;
+        let mut pairs: Vec<(usize, &String)> =
+            map.iter().filter_map(|(k, v)| k.parse::<usize>().ok().map(|i| (i, v))).collect();
+        pairs.sort();
+        Some(pairs.into_iter().map(|(_, v)| v.clone()).collect())
+    }
+
+    /// Records the label set as transformers does (`id2label`, `label2id`).
+    pub fn set_labels(&mut self, labels: &[String]) {
+        self.id2label = Some(labels.iter().enumerate().map(|(i, l)| (i.to_string(), l.clone())).collect());
+        self.label2id = Some(labels.iter().enumerate().map(|(i, l)| (l.clone(), i)).collect());
+    }
+
+    fn head_dropout(&self) -> f64 {
+        self.classifier_dropout.unwrap_or(self.hidden_dropout_prob)
+    }
+}
+
+/// Dropout masks from a seeded generator. `None` in evaluation.
+pub struct DropoutRng {
+    rng: Pcg64,
+}
+
+impl DropoutRng {
+    pub fn new(seed: u64) -> Self {
+        DropoutRng { rng: Pcg64::from_seed(seed as u128) }
+    }
+
+    /// `x * mask / (1 - p)` with mask ~ Bernoulli(1 - p), as `torch.nn.functional.dropout`.
+    fn apply(&mut self, x: &Tensor, p: f64) -> Result<Tensor> {
+        if p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let keep = 1.0 / (1.0 - p) as f32;
+        // Compare 24 random bits at a time: exact enough, and two masks per 64-bit draw.
+        let threshold = (p * (1u64 << 24) as f64) as u64;
+        let n = x.elem_count();
+        let mut mask = Vec::with_capacity(n);
+        while mask.len() < n {
+            let r = self.rng.next_u64();
+            for bits in [r & 0xFF_FFFF, (r >> 32) & 0xFF_FFFF] {
+                if mask.len() < n {
+                    mask.push(if bits >= threshold { keep } else { 0.0 });
+                }
+            }
+        }
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
+        Ok(x.mul(&mask)?)
+    }
+}
+
+fn dropout(x: &Tensor, p: f64, rng: &mut Option<&mut DropoutRng>) -> Result<Tensor> {
+    match rng {
+        Some(r) => r.apply(x, p),
+        None => Ok(x.clone()),
+    }
+}
+
+/// `torch.nn.Linear`: y = x Wᵀ + b over the last dimension.
+pub struct Linear {
+    pub weight: Var,
+    pub bias: Var,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let (rows, inner) = (dims[..dims.len() - 1].iter().product::<usize>(), dims[dims.len() - 1]);
+        let y = x.reshape((rows, inner))?.matmul(&self.weight.as_tensor().t()?)?;
+        let y = y.broadcast_add(self.bias.as_tensor())?;
+        let mut out_dims = dims;
+        *out_dims.last_mut().expect("rank >= 1") = self.weight.dims()[0];
+        Ok(y.reshape(out_dims)?)
+    }
+}
+
+/// `torch.nn.LayerNorm` over the last dimension, from differentiable ops.
+pub struct LayerNorm {
+    pub weight: Var,
+    pub bias: Var,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centered = x.broadcast_sub(&mean)?;
+        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        Ok(normed.broadcast_mul(self.weight.as_tensor())?.broadcast_add(self.bias.as_tensor())?)
+    }
+}
+
+/// Softmax over the last dimension, from differentiable ops (the max shift is a constant).
+fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+}
+
+/// `BertEmbeddings` / `XLMRobertaEmbeddings`.
+pub struct Embeddings {
+    pub word: Var,
+    pub position: Var,
+    pub token_type: Var,
+    pub layer_norm: LayerNorm,
+}
+
+/// `BertSelfAttention` + `BertSelfOutput`.
+pub struct Attention {
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    pub output: Linear,
+    pub layer_norm: LayerNorm,
+}
+
+/// `BertLayer`: attention, then `BertIntermediate` (dense + GELU) and `BertOutput`.
+pub struct Layer {
+    pub attention: Attention,
+    pub intermediate: Linear,
+    pub output: Linear,
+    pub layer_norm: LayerNorm,
+}
+
+/// `BertForTokenClassification` / `XLMRobertaForTokenClassification`.
+pub struct TokenClassifier {
+    pub config: Config,
+    pub family: Family,
+    pub embeddings: Embeddings,
+    pub layers: Vec<Layer>,
+    pub classifier: Linear,
+    /// Every parameter with its transformers name (prefixed as in a token-classification
+    /// checkpoint), in one list: the optimizer and the checkpoint writer walk it.
+    pub params: Vec<(String, Var)>,
+}
+
+/// A padded batch: ids and mask are (batch, seq).
+pub struct Batch {
+    pub input_ids: Tensor,
+    pub attention_mask: Tensor,
+    /// (batch, seq) i64 with -100 on ignored positions.
+    pub labels: Tensor,
+    /// Position ids (batch, seq), family-specific.
+    pub position_ids: Tensor,
+}
+
+impl TokenClassifier {
+    fn embed(&self, batch: &Batch, rng: &mut Option<&mut DropoutRng>) -> Result<Tensor> {
+        let e = &self.embeddings;
+        let (b, t) = batch.input_ids.dims2()?;
+        let h = self.config.hidden_size;
+        let words = e.word.as_tensor().index_select(&batch.input_ids.flatten_all()?, 0)?;
+        let positions = e.position.as_tensor().index_select(&batch.position_ids.flatten_all()?, 0)?;
+        // Token type ids are all 0 for single sentences: row 0 for every position.
+        let token_type = e.token_type.as_tensor().narrow(0, 0, 1)?;
+        let x = words.add(&positions)?.broadcast_add(&token_type)?.reshape((b, t, h))?;
+        let x = e.layer_norm.forward(&x)?;
+        dropout(&x, self.config.hidden_dropout_prob, rng)
+    }
+
+    fn attention(&self, a: &Attention, x: &Tensor, mask: &Tensor, rng: &mut Option<&mut DropoutRng>) -> Result<Tensor> {
+        let (b, t, h) = x.dims3()?;
+        let heads = self.config.num_attention_heads;
+        let hd = h / heads;
+        let split = |y: Tensor| -> Result<Tensor> { Ok(y.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous()?) };
+        let q = split(a.query.forward(x)?)?;
+        let k = split(a.key.forward(x)?)?;
+        let v = split(a.value.forward(x)?)?;
+        let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (hd as f64).sqrt()))?; // (b, heads, t, t)
+        let scores = scores.broadcast_add(mask)?;
+        let probs = softmax_last_dim(&scores)?;
+        let probs = dropout(&probs, self.config.attention_probs_dropout_prob, rng)?;
+        let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?; // (b, t, h)
+        let out = dropout(&a.output.forward(&context)?, self.config.hidden_dropout_prob, rng)?;
+        a.layer_norm.forward(&out.add(x)?)
+    }
+
+    fn layer(&self, l: &Layer, x: &Tensor, mask: &Tensor, rng: &mut Option<&mut DropoutRng>) -> Result<Tensor> {
+        let x = self.attention(&l.attention, x, mask, rng)?;
+        let inner = l.intermediate.forward(&x)?.gelu_erf()?;
+        let out = dropout(&l.output.forward(&inner)?, self.config.hidden_dropout_prob, rng)?;
+        l.layer_norm.forward(&out.add(&x)?)
+    }
+
+    /// The encoder's last hidden states (batch, seq, hidden).
+    pub fn encode(&self, batch: &Batch, mut rng: Option<&mut DropoutRng>) -> Result<Tensor> {
+        let (b, t) = batch.input_ids.dims2()?;
+        // Additive mask (b, 1, 1, t): 0 where attended, the float minimum where padded.
+        let mask =
+            ((batch.attention_mask.to_dtype(DType::F32)? - 1.0)? * (-(f32::MIN as f64)))?.reshape((b, 1, 1, t))?;
+        let mut x = self.embed(batch, &mut rng)?;
+        for l in &self.layers {
+            x = self.layer(l, &x, &mask, &mut rng)?;
+        }
+        Ok(x)
+    }
+
+    /// Logits (batch, seq, labels). With `rng`, training mode (dropout on).
+    pub fn forward(&self, batch: &Batch, mut rng: Option<&mut DropoutRng>) -> Result<Tensor> {
+        let hidden = self.encode(batch, rng.as_deref_mut())?;
+        let hidden = dropout(&hidden, self.config.head_dropout(), &mut rng)?;
+        self.classifier.forward(&hidden)
+    }
+
+    pub fn num_labels(&self) -> usize {
+        self.classifier.weight.dims()[0]
+    }
+
+    pub fn num_parameters(&self) -> usize {
+        self.params.iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// Position ids for a padded batch of ids: BERT counts from 0; RoBERTa counts real tokens
+    /// from `padding_idx + 1` and gives padding `padding_idx`
+    /// (`create_position_ids_from_input_ids`).
+    pub fn position_ids(&self, ids: &[Vec<u32>], seq_len: usize) -> Vec<u32> {
+        let pad = self.config.pad_token_id;
+        let mut out = Vec::with_capacity(ids.len() * seq_len);
+        for row in ids {
+            let mut count = 0;
+            for j in 0..seq_len {
+                out.push(match self.family {
+                    Family::Bert => j as u32,
+                    Family::Roberta => {
+                        let id = row.get(j).copied().unwrap_or(pad);
+                        if id == pad {
+                            pad
+                        } else {
+                            count += 1;
+                            pad + count
+                        }
+                    }
+                });
+            }
+        }
+        out
+    }
+
+    /// Loads a model directory (`config.json` + `model.safetensors`): a token-classification
+    /// checkpoint, or a body alone (then the head is new, initialised as transformers does:
+    /// normal(0, initializer_range) weights, zero bias, drawn with `seed`). `labels` sets the
+    /// head's size and `id2label` when the checkpoint has no head or a different one.
+    pub fn load(dir: &Path, labels: Option<&[String]>, seed: u64, device: &Device) -> Result<Self> {
+        let mut config = Config::from_file(&dir.join("config.json"))?;
+        let family = config.family().map_err(|m| Error::invalid(&dir.join("config.json"), m))?;
+        let weights_path = dir.join("model.safetensors");
+        if !weights_path.exists() {
+            return Err(Error::invalid(dir, "no model.safetensors in the model directory"));
+        }
+        let tensors = candle_core::safetensors::load(&weights_path, device)
+            .map_err(|e| Error::invalid(&weights_path, format!("cannot read safetensors: {e}")))?;
+        let prefix = ["roberta.", "bert.", ""]
+            .into_iter()
+            .find(|p| tensors.contains_key(&format!("{p}embeddings.word_embeddings.weight")))
+            .ok_or_else(|| {
+                Error::invalid(&weights_path, "no embeddings.word_embeddings.weight: not a BERT/XLM-R body")
+            })?;
+        let mut store = TensorSource { tensors, prefix, path: &weights_path, used: vec![] };
+
+        let saved_labels = config.labels();
+        let head_matches = match (labels, &saved_labels) {
+            (Some(want), Some(have)) => want == have.as_slice(),
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        let label_names: Vec<String> = match (labels, &saved_labels) {
+            (Some(l), _) => l.to_vec(),
+            (None, Some(l)) => l.clone(),
+            (None, None) => {
+                return Err(Error::invalid(dir, "the model has no token-classification head and no labels were given"))
+            }
+        };
+        config.set_labels(&label_names);
+
+        let h = config.hidden_size;
+        let eps = config.layer_norm_eps;
+        let mut params: Vec<(String, Var)> = vec![];
+        let body_prefix = match family {
+            Family::Bert => "bert.",
+            Family::Roberta => "roberta.",
+        };
+        let mut var = |name: &str, shape: &[usize]| -> Result<Var> {
+            let t = store.get(name, shape)?;
+            let v = Var::from_tensor(&t)?;
+            params.push((format!("{body_prefix}{name}"), v.clone()));
+            Ok(v)
+        };
+        let ln = |var: &mut dyn FnMut(&str, &[usize]) -> Result<Var>, name: &str| -> Result<LayerNorm> {
+            Ok(LayerNorm {
+                weight: var(&format!("{name}.weight"), &[h])?,
+                bias: var(&format!("{name}.bias"), &[h])?,
+                eps,
+            })
+        };
+        let embeddings = Embeddings {
+            word: var("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
+            position: var("embeddings.position_embeddings.weight", &[config.max_position_embeddings, h])?,
+            token_type: var("embeddings.token_type_embeddings.weight", &[config.type_vocab_size, h])?,
+            layer_norm: ln(&mut var, "embeddings.LayerNorm")?,
+        };
+        let linear = |var: &mut dyn FnMut(&str, &[usize]) -> Result<Var>, name: &str, out: usize, inp: usize| {
+            Ok::<_, Error>(Linear {
+                weight: var(&format!("{name}.weight"), &[out, inp])?,
+                bias: var(&format!("{name}.bias"), &[out])?,
+            })
+        };
+        let f = config.intermediate_size;
+        let mut layers = vec![];
+        for i in 0..config.num_hidden_layers {
+            let p = format!("encoder.layer.{i}");
+            let attention = Attention {
+                query: linear(&mut var, &format!("{p}.attention.self.query"), h, h)?,
+                key: linear(&mut var, &format!("{p}.attention.self.key"), h, h)?,
+                value: linear(&mut var, &format!("{p}.attention.self.value"), h, h)?,
+                output: linear(&mut var, &format!("{p}.attention.output.dense"), h, h)?,
+                layer_norm: ln(&mut var, &format!("{p}.attention.output.LayerNorm"))?,
+            };
+            layers.push(Layer {
+                attention,
+                intermediate: linear(&mut var, &format!("{p}.intermediate.dense"), f, h)?,
+                output: linear(&mut var, &format!("{p}.output.dense"), h, f)?,
+                layer_norm: ln(&mut var, &format!("{p}.output.LayerNorm"))?,
+            });
+        }
+
+        let n = label_names.len();
+        let classifier = if head_matches && store.has_head() {
+            let w = store.get_head("classifier.weight", &[n, h])?;
+            let b = store.get_head("classifier.bias", &[n])?;
+            Linear { weight: Var::from_tensor(&w)?, bias: Var::from_tensor(&b)? }
+        } else {
+            let mut rng = Pcg64::from_seed(seed as u128);
+            let std = config.initializer_range as f32;
+            let w: Vec<f32> = (0..n * h).map(|_| normal(&mut rng) * std).collect();
+            Linear {
+                weight: Var::from_tensor(&Tensor::from_vec(w, (n, h), device)?)?,
+                bias: Var::from_tensor(&Tensor::zeros(n, DType::F32, device)?)?,
+            }
+        };
+        params.push(("classifier.weight".into(), classifier.weight.clone()));
+        params.push(("classifier.bias".into(), classifier.bias.clone()));
+        Ok(TokenClassifier { config, family, embeddings, layers, classifier, params })
+    }
+
+    /// The parameters as named f32 tensors, under transformers' token-classification names.
+    pub fn named_tensors(&self) -> Result<Vec<NamedTensor>> {
+        self.params
+            .iter()
+            .map(|(name, v)| {
+                let t = v.as_tensor();
+                Ok(NamedTensor {
+                    name: name.clone(),
+                    shape: t.dims().to_vec(),
+                    data: t.flatten_all()?.to_vec1::<f32>()?,
+                })
+            })
+            .collect()
+    }
+
+    /// Writes `config.json` (with the head's architecture and labels) and `model.safetensors`
+    /// into `dir`, each atomically; a `tokenizer.json` is the caller's to copy.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let mut config = self.config.clone();
+        let arch = match (self.family, config.model_type.as_str()) {
+            (Family::Bert, _) => "BertForTokenClassification",
+            (Family::Roberta, "roberta") => "RobertaForTokenClassification",
+            (Family::Roberta, _) => "XLMRobertaForTokenClassification",
+        };
+        config.extra.insert("architectures".into(), serde_json::json!([arch]));
+        config.extra.remove("num_labels");
+        let value =
+            serde_json::to_value(&config).map_err(|e| Error::Json { context: "config.json".into(), source: e })?;
+        checkpoint::write_safetensors(&dir.join("model.safetensors"), &self.named_tensors()?)?;
+        checkpoint::write_json(&dir.join("config.json"), &value)
+    }
+}
+
+/// Standard normal by Box–Muller.
+fn normal(rng: &mut Pcg64) -> f32 {
+    let u1 = rng.next_f64().max(f64::MIN_POSITIVE);
+    let u2 = rng.next_f64();
+    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+}
+
+/// Tensors of a safetensors file under a body prefix, with shape checks naming the file.
+struct TensorSource<'a> {
+    tensors: HashMap<String, Tensor>,
+    prefix: &'a str,
+    path: &'a Path,
+    used: Vec<String>,
+}
+
+impl TensorSource<'_> {
+    fn fetch(&mut self, full: String, shape: &[usize]) -> Result<Tensor> {
+        let t = self.tensors.get(&full).ok_or_else(|| Error::invalid(self.path, format!("missing tensor {full}")))?;
+        if t.dims() != shape {
+            return Err(Error::invalid(
+                self.path,
+                format!("tensor {full} has shape {:?}, config says {shape:?}", t.dims()),
+            ));
+        }
+        self.used.push(full);
+        Ok(t.to_dtype(DType::F32)?)
+    }
+    fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.fetch(format!("{}{name}", self.prefix), shape)
+    }
+    fn get_head(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.fetch(name.to_string(), shape)
+    }
+    fn has_head(&self) -> bool {
+        self.tensors.contains_key("classifier.weight") && self.tensors.contains_key("classifier.bias")
+    }
+}
+
+/// Mean cross-entropy over the positions whose label is not -100, as
+/// `torch.nn.CrossEntropyLoss(ignore_index=-100)`; log-softmax from differentiable ops.
+/// Returns None when the batch has no labelled position.
+pub fn token_loss(logits: &Tensor, labels: &Tensor) -> Result<Option<Tensor>> {
+    let n_labels = logits.dim(D::Minus1)?;
+    let logits = logits.reshape(((), n_labels))?;
+    let labels = labels.flatten_all()?.to_vec1::<i64>()?;
+    let (keep, targets): (Vec<u32>, Vec<u32>) = labels
+        .iter()
+        .enumerate()
+        .filter(|(_, &l)| l != crate::align::IGNORE_INDEX)
+        .map(|(i, &l)| (i as u32, l as u32))
+        .unzip();
+    if keep.is_empty() {
+        return Ok(None);
+    }
+    let n = keep.len();
+    let device = logits.device();
+    let selected = logits.index_select(&Tensor::from_vec(keep, n, device)?, 0)?; // (n, labels)
+    let max = selected.max_keepdim(1)?.detach();
+    let shifted = selected.broadcast_sub(&max)?;
+    let log_norm = shifted.exp()?.sum_keepdim(1)?.log()?;
+    let log_probs = shifted.broadcast_sub(&log_norm)?;
+    let picked = log_probs.gather(&Tensor::from_vec(targets, (n, 1), device)?, 1)?;
+    Ok(Some(picked.mean_all()?.neg()?))
+}

@@ -1,0 +1,89 @@
+//! xner's model against transformers on tiny random models and real PAN-X batches
+//! (fixtures from scripts/hf_parity.py): logits, loss, and the gradient of every parameter.
+
+mod common;
+
+use candle_core::{Device, Tensor};
+use serde_json::Value;
+use xner::model::{token_loss, Batch, TokenClassifier};
+
+fn tensor_2d<T: candle_core::WithDType>(rows: &Value, f: impl Fn(&Value) -> T) -> Tensor {
+    let rows = rows.as_array().unwrap();
+    let t = rows[0].as_array().unwrap().len();
+    let flat: Vec<T> = rows.iter().flat_map(|r| r.as_array().unwrap().iter().map(&f).collect::<Vec<_>>()).collect();
+    Tensor::from_vec(flat, (rows.len(), t), &Device::Cpu).unwrap()
+}
+
+fn batch(model: &TokenClassifier, b: &Value) -> Batch {
+    let ids = tensor_2d(&b["input_ids"], |v| v.as_u64().unwrap() as u32);
+    let rows: Vec<Vec<u32>> = ids.to_vec2().unwrap();
+    let t = rows[0].len();
+    let positions = Tensor::from_vec(model.position_ids(&rows, t), (rows.len(), t), &Device::Cpu).unwrap();
+    Batch {
+        input_ids: ids,
+        attention_mask: tensor_2d(&b["attention_mask"], |v| v.as_u64().unwrap() as u32),
+        labels: tensor_2d(&b["labels"], |v| v.as_i64().unwrap()),
+        position_ids: positions,
+    }
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    a.sub(b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+fn check_family(kind: &str) {
+    let dir = common::fixtures().join("parity").join(kind);
+    let model = TokenClassifier::load(&dir.join("model"), None, 0, &Device::Cpu).unwrap();
+    let inputs: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("inputs.json")).unwrap()).unwrap();
+    let expected = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
+    for (i, b) in inputs["batches"].as_array().unwrap().iter().enumerate() {
+        let batch = batch(&model, b);
+        let logits = model.forward(&batch, None).unwrap();
+        let diff = max_abs_diff(&logits, &expected[&format!("logits.{i}")]);
+        assert!(diff <= 1e-4, "{kind} batch {i}: logits differ by {diff}");
+        let loss = token_loss(&logits, &batch.labels).unwrap().unwrap();
+        let want = inputs["loss"][i].as_f64().unwrap() as f32;
+        let got = loss.to_scalar::<f32>().unwrap();
+        assert!((got - want).abs() <= 1e-5, "{kind} batch {i}: loss {got}, transformers {want}");
+        if i == 0 {
+            let grads = loss.backward().unwrap();
+            let expected_names = expected.keys().filter(|k| k.starts_with("grad.")).count();
+            assert_eq!(model.params.len(), expected_names, "{kind}: parameter count");
+            for (name, var) in &model.params {
+                let got = grads.get(var).unwrap_or_else(|| panic!("{kind}: no gradient reaches {name}"));
+                let want = &expected[&format!("grad.{name}")];
+                let scale = want.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+                let diff = max_abs_diff(got, want);
+                assert!(diff <= 1e-4 * scale.max(1e-2), "{kind}: gradient of {name} differs by {diff} (scale {scale})");
+                // Any parameter that matters gets a non-zero gradient.
+                assert!(scale == 0.0 || max_abs_diff(got, &got.zeros_like().unwrap()) > 0.0, "{name}");
+            }
+        }
+    }
+}
+
+#[test]
+fn xlm_roberta_matches_transformers() {
+    check_family("xlm-roberta");
+}
+
+#[test]
+fn bert_matches_transformers() {
+    check_family("bert");
+}
+
+#[test]
+fn dropout_changes_training_outputs_and_is_seeded() {
+    let dir = common::fixtures().join("parity/xlm-roberta");
+    let model = TokenClassifier::load(&dir.join("model"), None, 0, &Device::Cpu).unwrap();
+    let inputs: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("inputs.json")).unwrap()).unwrap();
+    let batch = batch(&model, &inputs["batches"][0]);
+    let eval = model.forward(&batch, None).unwrap();
+    let mut rng = xner::model::DropoutRng::new(7);
+    let train_a = model.forward(&batch, Some(&mut rng)).unwrap();
+    let mut rng = xner::model::DropoutRng::new(7);
+    let train_b = model.forward(&batch, Some(&mut rng)).unwrap();
+    assert!(max_abs_diff(&eval, &train_a) > 1e-3, "dropout must act in training mode");
+    assert_eq!(max_abs_diff(&train_a, &train_b), 0.0, "same seed, same masks");
+}
