@@ -416,6 +416,31 @@ impl PanxDir {
     }
 }
 
+/// The named split of several languages, concatenated in the order given; with more than
+/// one language shuffled with `shuffle_seed` (as `concatenate_datasets(...).shuffle(seed)`),
+/// then cut to `limit` rows (as `select(range(limit))`).
+pub fn load_languages(
+    panx: &PanxDir,
+    langs: &[String],
+    split: &str,
+    shuffle_seed: u64,
+    limit: Option<usize>,
+) -> Result<Corpus> {
+    let mut sentences = vec![];
+    for lang in langs {
+        sentences.extend(panx.load(lang, split)?.sentences);
+    }
+    let mut corpus = Corpus { labels: LabelSet::panx(), sentences };
+    if langs.len() > 1 {
+        let order = shuffle::permutation(shuffle_seed, corpus.len());
+        corpus = corpus.select(&order);
+    }
+    if let Some(n) = limit {
+        corpus.sentences.truncate(n);
+    }
+    Ok(corpus)
+}
+
 /// Rows and entity counts of one split of one language (the book's statistics table).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct SplitStats {

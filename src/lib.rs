@@ -6,14 +6,19 @@
 
 pub mod align;
 pub mod batch;
+pub mod bench;
 pub mod charsmap;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
+pub mod hub;
 pub mod import;
+pub mod infer;
 pub mod metrics;
 pub mod model;
+pub mod optim;
 pub mod shuffle;
 pub mod table;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -6,10 +6,13 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use candle_core::Device;
 use xner::align::{self, Aligner, IGNORE_INDEX};
-use xner::data::{self, PanxDir};
+use xner::data::{self, LabelSet, PanxDir};
 use xner::metrics::{self, Mode};
+use xner::model::TokenClassifier;
 use xner::table;
+use xner::train::{self, Run, TrainOptions};
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +29,9 @@ use xner::table;
         (default ../shared/data/panx)."
 )]
 struct Cli {
+    /// Threads for every parallel part (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -41,6 +47,14 @@ enum Command {
     Align(AlignArgs),
     /// Entity-level precision/recall/F1 of a `token gold pred` file, as seqeval computes them.
     Score(ScoreArgs),
+    /// Fine-tune a token classifier on PAN-X and print the epoch table (loss, validation loss, F1).
+    Train(TrainArgs),
+    /// Entity F1 per language and the seqeval classification report of a trained model.
+    Eval(EvalArgs),
+    /// Tag a text: subword tokens with predicted tags, and the entities with character offsets.
+    Tag(TagArgs),
+    /// Time a training step's phases (forward, backward, optimizer) and inference on synthetic batches.
+    Bench(BenchArgs),
     /// Turn a model shipped in another format into a Hugging Face model directory.
     #[command(subcommand)]
     Import(ImportCommand),
@@ -76,9 +90,9 @@ struct DataArgs {
     /// languages not named keep everything.
     #[arg(long, default_value = "de=0.629,fr=0.229,it=0.084,en=0.059")]
     fracs: String,
-    /// Seed of the shuffle before sampling (datasets' `shuffle(seed=...)`).
+    /// Seed of the shuffle before sampling (datasets' `shuffle(seed=...)`; the book's is 0).
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    sample_seed: u64,
     /// Use the whole split, without Swiss sampling.
     #[arg(long)]
     full: bool,
@@ -88,7 +102,7 @@ impl DataArgs {
     fn panx(&self) -> Result<PanxDir> {
         let mut panx = PanxDir::new(&self.data);
         panx.fracs = if self.full { vec![] } else { data::parse_fracs(&self.fracs)? };
-        panx.seed = self.seed;
+        panx.seed = self.sample_seed;
         if !self.data.is_dir() {
             bail!(
                 "PAN-X directory {} not found: pass --data DIR or set XNER_DATA (expected DIR/<lang>/<split>.tsv)",
@@ -160,6 +174,103 @@ struct ScoreArgs {
     #[arg(long, value_enum, default_value_t = Mode::Default)]
     mode: Mode,
     /// Print JSON instead of the report.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// A model directory (config.json, model.safetensors, tokenizer.json) or a Hugging Face hub id.
+    #[arg(long)]
+    model: String,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Languages to train on; several are concatenated and shuffled (multilingual training).
+    #[arg(long, default_value = "de", value_delimiter = ',')]
+    train_langs: Vec<String>,
+    /// Languages whose validation splits are scored after each epoch (default: the training languages).
+    #[arg(long, value_delimiter = ',')]
+    eval_langs: Option<Vec<String>>,
+    /// Keep only the first N training sentences (after sampling and shuffling).
+    #[arg(long)]
+    max_train_samples: Option<usize>,
+    /// Keep only the first N validation sentences.
+    #[arg(long)]
+    max_eval_samples: Option<usize>,
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    #[arg(long, default_value_t = 24)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 5e-5)]
+    lr: f64,
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
+    /// Seed of the head's initialisation, the epoch shuffles and dropout.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Batches of random sentences instead of length-grouped ones (more padding, slower).
+    #[arg(long)]
+    no_group_by_length: bool,
+    /// Also checkpoint every N steps (default: at the end of each epoch only).
+    #[arg(long, default_value_t = 0)]
+    save_steps: usize,
+    /// Output directory: checkpoint-N/ during the run, the final model at the end.
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue a run from its last checkpoint (the run's --out directory or a checkpoint-N).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Stop after N steps as if killed (for testing --resume).
+    #[arg(long, hide = true)]
+    halt_after_steps: Option<usize>,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// A trained model directory (or hub id) with a token-classification head.
+    #[arg(long)]
+    model: String,
+    #[command(flatten)]
+    data: DataArgs,
+    #[arg(long, default_value = "de", value_delimiter = ',')]
+    langs: Vec<String>,
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Keep only the first N sentences of each language.
+    #[arg(long)]
+    max_samples: Option<usize>,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Print JSON (F1 and report per language).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct TagArgs {
+    /// A trained model directory (or hub id) with a token-classification head.
+    #[arg(long)]
+    model: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// The text to tag.
+    #[arg(required = true)]
+    text: Vec<String>,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// A model directory (or hub id).
+    #[arg(long)]
+    model: String,
+    #[arg(long, default_value_t = 24)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 32)]
+    seq_len: usize,
+    /// Timed steps (after one warm-up step); the median is reported.
+    #[arg(long, default_value_t = 3)]
+    steps: usize,
     #[arg(long)]
     json: bool,
 }
@@ -258,8 +369,171 @@ fn score(args: &ScoreArgs) -> Result<()> {
     Ok(())
 }
 
+fn train_cmd(args: &TrainArgs) -> Result<()> {
+    let panx = args.data.panx()?;
+    let model_dir = xner::hub::resolve_model(&args.model)?;
+    let tokenizer_json = model_dir.join("tokenizer.json");
+    let labels = LabelSet::panx();
+    let eval_langs = args.eval_langs.clone().unwrap_or_else(|| args.train_langs.clone());
+    let train = data::load_languages(&panx, &args.train_langs, "train", args.seed, args.max_train_samples)?;
+    let validation = data::load_languages(&panx, &eval_langs, "validation", args.seed, args.max_eval_samples)?;
+    let aligner = Aligner::from_file(&tokenizer_json, align::DEFAULT_MAX_LEN)?;
+    let train = aligner.align_corpus(&train)?;
+    let validation = aligner.align_corpus(&validation)?;
+    for (name, c) in [("training", &train), ("validation", &validation)] {
+        if c.truncated > 0 {
+            eprintln!("warning: {} {name} sentences were truncated to {} tokens", c.truncated, align::DEFAULT_MAX_LEN);
+        }
+    }
+    let options = TrainOptions {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        weight_decay: args.weight_decay,
+        seed: args.seed,
+        max_grad_norm: 1.0,
+        group_by_length: !args.no_group_by_length,
+        save_steps: args.save_steps,
+    };
+    let (model, resume) = match &args.resume {
+        Some(path) => {
+            let ckpt = train::find_checkpoint(path)?;
+            let model = TokenClassifier::load(&ckpt, Some(labels.names()), args.seed, &Device::Cpu)?;
+            let state = train::load_training_state(&ckpt, &model)?;
+            eprintln!("resuming from {} (step {})", ckpt.display(), state.1.global_step);
+            (model, Some(state))
+        }
+        None => (TokenClassifier::load(&model_dir, Some(labels.names()), args.seed, &Device::Cpu)?, None),
+    };
+    eprintln!(
+        "training {} ({} parameters) on {} sentences of {}, validating on {} of {}: {} epochs of {} steps",
+        args.model,
+        model.num_parameters(),
+        train.sentences.len(),
+        args.train_langs.join("+"),
+        validation.sentences.len(),
+        eval_langs.join("+"),
+        options.epochs,
+        train.sentences.len().div_ceil(options.batch_size)
+    );
+    let mut run = Run {
+        model,
+        labels,
+        train: &train,
+        validation: &validation,
+        out: args.out.clone(),
+        tokenizer_json,
+        show_progress: true,
+        halt_after_steps: args.halt_after_steps,
+    };
+    let start = std::time::Instant::now();
+    let rows = train::train(&mut run, &options, resume)?;
+    println!("{}", train::epoch_table_header());
+    for r in &rows {
+        println!("{}", train::epoch_table_row(r));
+    }
+    println!("model saved to {} ({:.0} s)", args.out.display(), start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn eval_cmd(args: &EvalArgs) -> Result<()> {
+    let panx = args.data.panx()?;
+    let model_dir = xner::hub::resolve_model(&args.model)?;
+    let model = TokenClassifier::load(&model_dir, None, 0, &Device::Cpu)?;
+    let labels = LabelSet::new(model.config.labels().unwrap_or_default());
+    let aligner = Aligner::from_file(&model_dir.join("tokenizer.json"), align::DEFAULT_MAX_LEN)?;
+    let mut results = serde_json::Map::new();
+    let mut rows = vec![];
+    for lang in &args.langs {
+        let corpus = data::load_languages(&panx, std::slice::from_ref(lang), &args.split, 0, args.max_samples)?;
+        let aligned = aligner.align_corpus(&corpus)?;
+        let eval = train::evaluate(&model, &aligned, &labels, args.batch_size, !args.json)?;
+        if !args.json {
+            println!(
+                "{lang} {} ({} sentences, {:.0} tokens/s)",
+                args.split,
+                corpus.len(),
+                eval.tokens as f64 / eval.seconds
+            );
+            println!("{}", eval.report.to_text());
+        }
+        rows.push(vec![lang.clone(), format!("{:.4}", eval.f1())]);
+        results.insert(
+            lang.clone(),
+            serde_json::json!({"f1": eval.f1(), "loss": eval.loss, "sentences": corpus.len(), "report": eval.report,
+                "seconds": eval.seconds}),
+        );
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        let header: Vec<&str> = std::iter::once("").chain(args.langs.iter().map(String::as_str)).collect();
+        let row: Vec<String> = std::iter::once("F1".to_string()).chain(rows.iter().map(|r| r[1].clone())).collect();
+        print!("{}", table::columns(&header, &[row]));
+    }
+    Ok(())
+}
+
+fn tag_cmd(args: &TagArgs) -> Result<()> {
+    let model_dir = xner::hub::resolve_model(&args.model)?;
+    let model = TokenClassifier::load(&model_dir, None, 0, &Device::Cpu)?;
+    let labels = model.config.labels().unwrap_or_default();
+    let tokenizer = align::load_tokenizer(&model_dir.join("tokenizer.json"))?;
+    let tagged = xner::infer::tag_text(&model, &tokenizer, &labels, &args.text.join(" "))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&tagged)?);
+        return Ok(());
+    }
+    print!("{}", table::rows(&[("Tokens", tagged.tokens.clone()), ("Tags", tagged.tags.clone())], term_width()));
+    println!();
+    let body: Vec<Vec<String>> = tagged
+        .entities
+        .iter()
+        .map(|e| vec![e.label.clone(), e.text.clone(), e.start.to_string(), e.end.to_string()])
+        .collect();
+    print!("{}", table::columns(&["entity", "text", "start", "end"], &body));
+    Ok(())
+}
+
+fn bench_cmd(args: &BenchArgs) -> Result<()> {
+    let dir = xner::hub::resolve_model(&args.model)?;
+    let labels = LabelSet::panx();
+    let model = TokenClassifier::load(&dir, Some(labels.names()), 0, &Device::Cpu)?;
+    let t = xner::bench::time_steps(&model, args.batch_size, args.seq_len, args.steps.max(1))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&t)?);
+        return Ok(());
+    }
+    let step = t.forward + t.backward + t.optimizer;
+    println!(
+        "{} ({} parameters), batch {}x{}: forward {:.3} s, backward {:.3} s, optimizer {:.3} s = {:.3} s/step \
+         ({:.0} tokens/s); inference {:.3} s ({:.0} tokens/s)",
+        args.model,
+        model.num_parameters(),
+        args.batch_size,
+        args.seq_len,
+        t.forward,
+        t.backward,
+        t.optimizer,
+        step,
+        t.tokens as f64 / step,
+        t.inference,
+        t.tokens as f64 / t.inference
+    );
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
+    if let Some(n) = cli.threads {
+        // candle's matrix products read RAYON_NUM_THREADS; the rest runs on rayon's pool.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("--threads")?;
+    }
     match &cli.command {
+        Command::Train(a) => train_cmd(a),
+        Command::Eval(a) => eval_cmd(a),
+        Command::Tag(a) => tag_cmd(a),
+        Command::Bench(a) => bench_cmd(a),
         Command::Data(DataCommand::Stats(a)) => data_stats(a),
         Command::Data(DataCommand::Show(a)) => data_show(a),
         Command::Tokenize(a) => tokenize(a),

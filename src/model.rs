@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, NamedTensor};
 use crate::error::{Error, Result};
+use crate::optim::SparseRows;
 use crate::shuffle::Pcg64;
 
 /// A Hugging Face `config.json` (the fields xner reads; all others kept for the round trip).
@@ -240,6 +241,33 @@ pub struct TokenClassifier {
     pub params: Vec<(String, Var)>,
 }
 
+/// The word-embedding rows a training batch gathered, with the ids they came from.
+pub struct WordRows {
+    pub ids: Vec<u32>,
+    pub rows: Var,
+}
+
+impl WordRows {
+    /// The gradient of the table restricted to the touched rows: repeated ids summed, rows
+    /// in ascending id order (a scatter-add into touched rows only).
+    pub fn sparse_grad(&self, grads: &candle_core::backprop::GradStore) -> Result<Option<SparseRows>> {
+        let Some(g) = grads.get(&self.rows) else { return Ok(None) };
+        let width = g.dim(1)?;
+        let g: Vec<f32> = g.flatten_all()?.to_vec1()?;
+        let mut unique: Vec<u32> = self.ids.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        let mut grad = vec![0f32; unique.len() * width];
+        for (k, id) in self.ids.iter().enumerate() {
+            let slot = unique.binary_search(id).expect("id in its own set");
+            for (acc, v) in grad[slot * width..(slot + 1) * width].iter_mut().zip(&g[k * width..(k + 1) * width]) {
+                *acc += v;
+            }
+        }
+        Ok(Some(SparseRows { rows: unique, grad, width }))
+    }
+}
+
 /// A padded batch: ids and mask are (batch, seq).
 pub struct Batch {
     pub input_ids: Tensor,
@@ -251,11 +279,14 @@ pub struct Batch {
 }
 
 impl TokenClassifier {
-    fn embed(&self, batch: &Batch, rng: &mut Option<&mut DropoutRng>) -> Result<Tensor> {
+    fn embed(&self, batch: &Batch, words: Option<&Var>, rng: &mut Option<&mut DropoutRng>) -> Result<Tensor> {
         let e = &self.embeddings;
         let (b, t) = batch.input_ids.dims2()?;
         let h = self.config.hidden_size;
-        let words = e.word.as_tensor().index_select(&batch.input_ids.flatten_all()?, 0)?;
+        let words = match words {
+            Some(rows) => rows.as_tensor().clone(),
+            None => e.word.as_tensor().index_select(&batch.input_ids.flatten_all()?, 0)?,
+        };
         let positions = e.position.as_tensor().index_select(&batch.position_ids.flatten_all()?, 0)?;
         // Token type ids are all 0 for single sentences: row 0 for every position.
         let token_type = e.token_type.as_tensor().narrow(0, 0, 1)?;
@@ -289,12 +320,16 @@ impl TokenClassifier {
     }
 
     /// The encoder's last hidden states (batch, seq, hidden).
-    pub fn encode(&self, batch: &Batch, mut rng: Option<&mut DropoutRng>) -> Result<Tensor> {
+    pub fn encode(&self, batch: &Batch, rng: Option<&mut DropoutRng>) -> Result<Tensor> {
+        self.encode_with(batch, None, rng)
+    }
+
+    fn encode_with(&self, batch: &Batch, words: Option<&Var>, mut rng: Option<&mut DropoutRng>) -> Result<Tensor> {
         let (b, t) = batch.input_ids.dims2()?;
         // Additive mask (b, 1, 1, t): 0 where attended, the float minimum where padded.
         let mask =
             ((batch.attention_mask.to_dtype(DType::F32)? - 1.0)? * (-(f32::MIN as f64)))?.reshape((b, 1, 1, t))?;
-        let mut x = self.embed(batch, &mut rng)?;
+        let mut x = self.embed(batch, words, &mut rng)?;
         for l in &self.layers {
             x = self.layer(l, &x, &mask, &mut rng)?;
         }
@@ -302,10 +337,30 @@ impl TokenClassifier {
     }
 
     /// Logits (batch, seq, labels). With `rng`, training mode (dropout on).
-    pub fn forward(&self, batch: &Batch, mut rng: Option<&mut DropoutRng>) -> Result<Tensor> {
-        let hidden = self.encode(batch, rng.as_deref_mut())?;
+    pub fn forward(&self, batch: &Batch, rng: Option<&mut DropoutRng>) -> Result<Tensor> {
+        self.forward_with(batch, None, rng)
+    }
+
+    fn forward_with(&self, batch: &Batch, words: Option<&Var>, mut rng: Option<&mut DropoutRng>) -> Result<Tensor> {
+        let hidden = self.encode_with(batch, words, rng.as_deref_mut())?;
         let hidden = dropout(&hidden, self.config.head_dropout(), &mut rng)?;
         self.classifier.forward(&hidden)
+    }
+
+    /// The training forward pass: logits, and the batch's word-embedding rows as a leaf of the
+    /// autograd graph. Backward then yields the gradient of the touched rows only, (tokens,
+    /// hidden), where candle's `index_select` would build a dense (vocabulary, hidden) one —
+    /// 384 MB for XLM-R's vocabulary at hidden 384 — every step; the optimizer scatters it.
+    pub fn forward_train(&self, batch: &Batch, rng: Option<&mut DropoutRng>) -> Result<(Tensor, WordRows)> {
+        let ids = batch.input_ids.flatten_all()?;
+        let rows = Var::from_tensor(&self.embeddings.word.as_tensor().detach().index_select(&ids, 0)?)?;
+        let logits = self.forward_with(batch, Some(&rows), rng)?;
+        Ok((logits, WordRows { ids: ids.to_vec1()?, rows }))
+    }
+
+    /// Index of the word-embedding table in `params`.
+    pub fn word_embedding_index(&self) -> usize {
+        self.params.iter().position(|(n, _)| n.ends_with("embeddings.word_embeddings.weight")).expect("loaded model")
     }
 
     pub fn num_labels(&self) -> usize {

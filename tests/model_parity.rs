@@ -47,11 +47,27 @@ fn check_family(kind: &str) {
         let got = loss.to_scalar::<f32>().unwrap();
         assert!((got - want).abs() <= 1e-5, "{kind} batch {i}: loss {got}, transformers {want}");
         if i == 0 {
+            // The training path: word-embedding rows as a leaf, their gradient scattered back.
+            let (logits, words) = model.forward_train(&batch, None).unwrap();
+            let loss = token_loss(&logits, &batch.labels).unwrap().unwrap();
             let grads = loss.backward().unwrap();
+            let rows = words.sparse_grad(&grads).unwrap().expect("word rows get a gradient");
+            let word_index = model.word_embedding_index();
+            let (_, table) = &model.params[word_index];
+            let mut dense = vec![0f32; table.elem_count()];
+            for (k, &r) in rows.rows.iter().enumerate() {
+                let w = rows.width;
+                dense[r as usize * w..(r as usize + 1) * w].copy_from_slice(&rows.grad[k * w..(k + 1) * w]);
+            }
+            let dense = Tensor::from_vec(dense, table.dims(), &Device::Cpu).unwrap();
             let expected_names = expected.keys().filter(|k| k.starts_with("grad.")).count();
             assert_eq!(model.params.len(), expected_names, "{kind}: parameter count");
-            for (name, var) in &model.params {
-                let got = grads.get(var).unwrap_or_else(|| panic!("{kind}: no gradient reaches {name}"));
+            for (p, (name, var)) in model.params.iter().enumerate() {
+                let got = if p == word_index {
+                    &dense
+                } else {
+                    grads.get(var).unwrap_or_else(|| panic!("{kind}: no gradient reaches {name}"))
+                };
                 let want = &expected[&format!("grad.{name}")];
                 let scale = want.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
                 let diff = max_abs_diff(got, want);
