@@ -1,0 +1,232 @@
+//! Fine-tuning end to end: a real (short) fine-tune of e5-small, resume after an interrupt,
+//! checkpoints that round-trip with transformers' names, and errors for broken checkpoints.
+
+mod common;
+
+use std::path::Path;
+
+use candle_core::Device;
+use xner::align::Aligner;
+use xner::data::{self, LabelSet, PanxDir};
+use xner::model::TokenClassifier;
+use xner::train::{self, Run, TrainOptions};
+
+fn run_xner(args: &[&str]) -> std::process::Output {
+    let out = common::xner().args(args).env("XNER_DATA", common::panx_dir()).output().unwrap();
+    out
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn a_killed_run_resumed_ends_exactly_like_an_uninterrupted_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = common::tiny_xlmr(&tmp.path().join("tiny"));
+    let common_args = [
+        "train",
+        "--model",
+        path(&model),
+        "--max-train-samples",
+        "96",
+        "--max-eval-samples",
+        "32",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--lr",
+        "1e-3",
+        "--save-steps",
+        "4",
+    ];
+    let whole = tmp.path().join("whole");
+    let out = run_xner(&[&common_args[..], &["--out", path(&whole)]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Killed mid-epoch after 6 steps (the last checkpoint is at step 4), then resumed.
+    let broken = tmp.path().join("broken");
+    let out = run_xner(&[&common_args[..], &["--out", path(&broken), "--halt-after-steps", "6"]].concat());
+    assert!(!out.status.success());
+    assert!(broken.join("checkpoint-4/trainer_state.json").exists());
+    assert!(!broken.join("model.safetensors").exists(), "no final model from a killed run");
+    let out = run_xner(&[&common_args[..], &["--out", path(&broken), "--resume", path(&broken)]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let a = std::fs::read(whole.join("model.safetensors")).unwrap();
+    let b = std::fs::read(broken.join("model.safetensors")).unwrap();
+    assert!(a == b, "resumed weights differ from the uninterrupted run");
+    let table =
+        |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).lines().take(3).collect::<Vec<_>>().join("\n");
+    let whole_table = table(&run_xner(&["eval", "--model", path(&whole), "--max-samples", "50", "--json"]));
+    let broken_table = table(&run_xner(&["eval", "--model", path(&broken), "--max-samples", "50", "--json"]));
+    assert_eq!(whole_table, broken_table);
+    // Only the newest checkpoint is kept.
+    assert_eq!(train::list_checkpoints(&broken).unwrap().len(), 1);
+}
+
+#[test]
+fn checkpoints_round_trip_with_transformers_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = common::tiny_xlmr(&tmp.path().join("tiny"));
+    let labels = LabelSet::panx();
+    let panx = PanxDir::new(common::panx_dir());
+    let aligner = Aligner::from_file(&dir.join("tokenizer.json"), 512).unwrap();
+    let corpus = data::load_languages(&panx, &["de".into()], "train", 0, Some(24)).unwrap();
+    let aligned = aligner.align_corpus(&corpus).unwrap();
+    let model = TokenClassifier::load(&dir, Some(labels.names()), 3, &Device::Cpu).unwrap();
+    let mut run = Run {
+        model,
+        labels: labels.clone(),
+        train: &aligned,
+        validation: &aligned,
+        out: tmp.path().join("out"),
+        tokenizer_json: dir.join("tokenizer.json"),
+        show_progress: false,
+        halt_after_steps: None,
+    };
+    let options = TrainOptions { epochs: 1, batch_size: 8, ..TrainOptions::default() };
+    let rows = train::train(&mut run, &options, None).unwrap();
+    assert_eq!(rows.len(), 1);
+
+    // The saved directory reloads to the same predictions.
+    let reloaded = TokenClassifier::load(&run.out, None, 0, &Device::Cpu).unwrap();
+    let a = train::evaluate(&run.model, &aligned, &labels, 8, false).unwrap();
+    let b = train::evaluate(&reloaded, &aligned, &labels, 8, false).unwrap();
+    assert_eq!(a.pred, b.pred);
+    assert_eq!(a.loss, b.loss);
+
+    // transformers' names and config: the same tensor names as a transformers-saved
+    // XLMRobertaForTokenClassification of the same depth (tests/fixtures/parity).
+    let ours = candle_core::safetensors::load(run.out.join("model.safetensors"), &Device::Cpu).unwrap();
+    let theirs = candle_core::safetensors::load(
+        common::fixtures().join("parity/xlm-roberta/model/model.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let mut ours: Vec<&String> = ours.keys().collect();
+    let mut theirs: Vec<&String> = theirs.keys().collect();
+    ours.sort();
+    theirs.sort();
+    assert_eq!(ours, theirs);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "XLMRobertaForTokenClassification");
+    assert_eq!(config["id2label"]["5"], "B-LOC");
+    assert_eq!(config["label2id"]["I-PER"], 2);
+    assert!(run.out.join("tokenizer.json").exists());
+}
+
+#[test]
+fn broken_model_directories_get_errors_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = common::tiny_xlmr(&tmp.path().join("tiny"));
+    let labels = LabelSet::panx();
+    let load = |d: &Path| TokenClassifier::load(d, Some(labels.names()), 0, &Device::Cpu).err().unwrap().to_string();
+
+    std::fs::write(dir.join("config.json"), "{\"model_type\": \"xlm-roberta\", ").unwrap();
+    let err = load(&dir);
+    assert!(err.contains("config.json") && err.contains("not a valid model config.json"), "{err}");
+
+    let dir = common::tiny_xlmr(&tmp.path().join("tiny2"));
+    let config =
+        std::fs::read_to_string(dir.join("config.json")).unwrap().replace("\"hidden_size\": 32", "\"hidden_size\": 64");
+    std::fs::write(dir.join("config.json"), config).unwrap();
+    let err = load(&dir);
+    assert!(err.contains("model.safetensors") && err.contains("shape"), "{err}");
+
+    let dir = common::tiny_xlmr(&tmp.path().join("tiny3"));
+    std::fs::write(dir.join("model.safetensors"), b"garbage").unwrap();
+    let err = load(&dir);
+    assert!(err.contains("model.safetensors"), "{err}");
+
+    let dir = common::tiny_xlmr(&tmp.path().join("tiny4"));
+    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
+    let out = run_xner(&["tag", "--model", path(&dir), "Jeff Dean"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("model.safetensors") && !err.contains("panicked"), "{err}");
+
+    // A resume directory without checkpoints.
+    let dir = common::tiny_xlmr(&tmp.path().join("tiny5"));
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = run_xner(&["train", "--model", path(&dir), "--out", path(&empty), "--resume", path(&empty)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no checkpoint"), "{err}");
+}
+
+#[test]
+fn hub_ids_resolve_through_the_hugging_face_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let snapshot = tmp.path().join("hub/models--xner-test--tiny/snapshots/0123abcd");
+    common::tiny_xlmr(&snapshot);
+    std::fs::create_dir_all(tmp.path().join("hub/models--xner-test--tiny/refs")).unwrap();
+    std::fs::write(tmp.path().join("hub/models--xner-test--tiny/refs/main"), "0123abcd").unwrap();
+    let out = common::xner()
+        .args(["bench", "--model", "xner-test/tiny", "--batch-size", "2", "--seq-len", "8", "--steps", "1"])
+        .env("HF_HOME", tmp.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Not cached and no network: a message that says how to get the files.
+    let out =
+        common::xner().args(["tag", "--model", "xner-test/absent", "x"]).env("HF_HOME", tmp.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("huggingface-cli download xner-test/absent"), "{err}");
+}
+
+#[test]
+fn a_short_fine_tune_of_e5_small_beats_an_untrained_head() {
+    let e5 = common::e5_small();
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("run");
+    let out = run_xner(&[
+        "train",
+        "--model",
+        path(&e5),
+        "--max-train-samples",
+        "240",
+        "--max-eval-samples",
+        "200",
+        "--epochs",
+        "2",
+        "--lr",
+        "3e-4",
+        "--out",
+        path(&out_dir),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Training Loss") && stdout.contains("Validation Loss"), "{stdout}");
+
+    let labels = LabelSet::panx();
+    let panx = PanxDir::new(common::panx_dir());
+    let aligner = Aligner::from_file(&e5.join("tokenizer.json"), 512).unwrap();
+    let validation = aligner
+        .align_corpus(&data::load_languages(&panx, &["de".into()], "validation", 0, Some(200)).unwrap())
+        .unwrap();
+    let untrained = TokenClassifier::load(&e5, Some(labels.names()), 42, &Device::Cpu).unwrap();
+    let before = train::evaluate(&untrained, &validation, &labels, 32, false).unwrap().f1();
+    let trained = TokenClassifier::load(&out_dir, None, 0, &Device::Cpu).unwrap();
+    let after = train::evaluate(&trained, &validation, &labels, 32, false).unwrap();
+    assert!(after.f1() > before + 0.1, "fine-tuned F1 {} vs untrained {before}", after.f1());
+
+    // `xner eval` reports the same F1 as the library on the same sentences.
+    let out = run_xner(&["eval", "--model", path(&out_dir), "--split", "validation", "--max-samples", "200", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!((json["de"]["f1"].as_f64().unwrap() - after.f1()).abs() < 1e-9);
+
+    // Tagging: entities with character offsets that index the input.
+    let text = "Jeff Dean ist ein Informatiker bei Google in Kalifornien";
+    let out = run_xner(&["tag", "--model", path(&out_dir), "--json", text]);
+    let tagged: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(tagged["tokens"][0], "<s>");
+    assert_eq!(tagged["tokens"].as_array().unwrap().len(), tagged["tags"].as_array().unwrap().len());
+    let chars: Vec<char> = text.chars().collect();
+    for e in tagged["entities"].as_array().unwrap() {
+        let (s, t) = (e["start"].as_u64().unwrap() as usize, e["end"].as_u64().unwrap() as usize);
+        assert_eq!(chars[s..t].iter().collect::<String>(), e["text"].as_str().unwrap());
+    }
+}
