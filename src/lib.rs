@@ -14,6 +14,7 @@ pub mod error;
 pub mod hub;
 pub mod import;
 pub mod infer;
+pub mod kernels;
 pub mod metrics;
 pub mod model;
 pub mod optim;

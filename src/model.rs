@@ -3,19 +3,22 @@
 //! encoder → classifier), each block named after the transformers class it translates
 //! (transformers/models/bert/modeling_bert.py, models/xlm_roberta/modeling_xlm_roberta.py).
 //!
-//! Every operation is built from candle ops that have a backward pass: candle 0.11's fused
-//! `layer_norm` and `softmax_last_dim` have none, so gradients would silently stop there.
+//! LayerNorm, attention softmax, GELU and dropout are our fused kernels (`kernels`), each with
+//! its own backward: candle 0.11's `layer_norm` and `softmax_last_dim` have none, so gradients
+//! would silently stop there, and composing them from generic ops is slow.
 //! Dropout is real (transformers' places and rates) and its masks come from a seeded
 //! generator, so a resumed run draws the same masks as an uninterrupted one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, NamedTensor};
 use crate::error::{Error, Result};
+use crate::kernels;
 use crate::optim::SparseRows;
 use crate::shuffle::Pcg64;
 
@@ -132,15 +135,11 @@ impl DropoutRng {
         DropoutRng { rng: Pcg64::from_seed(seed as u128) }
     }
 
-    /// `x * mask / (1 - p)` with mask ~ Bernoulli(1 - p), as `torch.nn.functional.dropout`.
-    fn apply(&mut self, x: &Tensor, p: f64) -> Result<Tensor> {
-        if p <= 0.0 {
-            return Ok(x.clone());
-        }
+    /// Dropout's mask for `n` elements: 0 with probability p, else 1/(1 − p) (as
+    /// `torch.nn.functional.dropout` scales). 24 random bits per decision, two per draw.
+    fn mask(&mut self, n: usize, p: f64) -> Arc<Vec<f32>> {
         let keep = 1.0 / (1.0 - p) as f32;
-        // Compare 24 random bits at a time: exact enough, and two masks per 64-bit draw.
         let threshold = (p * (1u64 << 24) as f64) as u64;
-        let n = x.elem_count();
         let mut mask = Vec::with_capacity(n);
         while mask.len() < n {
             let r = self.rng.next_u64();
@@ -150,15 +149,15 @@ impl DropoutRng {
                 }
             }
         }
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
-        Ok(x.mul(&mask)?)
+        Arc::new(mask)
     }
 }
 
+/// Dropout in training (a mask from `rng`), identity in evaluation or at p = 0.
 fn dropout(x: &Tensor, p: f64, rng: &mut Option<&mut DropoutRng>) -> Result<Tensor> {
     match rng {
-        Some(r) => r.apply(x, p),
-        None => Ok(x.clone()),
+        Some(r) if p > 0.0 => Ok(kernels::mask_mul(x, r.mask(x.elem_count(), p))?),
+        _ => Ok(x.clone()),
     }
 }
 
@@ -189,19 +188,8 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let centered = x.broadcast_sub(&mean)?;
-        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        Ok(normed.broadcast_mul(self.weight.as_tensor())?.broadcast_add(self.bias.as_tensor())?)
+        Ok(kernels::layer_norm(x, self.weight.as_tensor(), self.bias.as_tensor(), self.eps)?)
     }
-}
-
-/// Softmax over the last dimension, from differentiable ops (the max shift is a constant).
-fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&max)?.exp()?;
-    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
 }
 
 /// `BertEmbeddings` / `XLMRobertaEmbeddings`.
@@ -295,7 +283,13 @@ impl TokenClassifier {
         dropout(&x, self.config.hidden_dropout_prob, rng)
     }
 
-    fn attention(&self, a: &Attention, x: &Tensor, mask: &Tensor, rng: &mut Option<&mut DropoutRng>) -> Result<Tensor> {
+    fn attention(
+        &self,
+        a: &Attention,
+        x: &Tensor,
+        key_bias: &Arc<Vec<f32>>,
+        rng: &mut Option<&mut DropoutRng>,
+    ) -> Result<Tensor> {
         let (b, t, h) = x.dims3()?;
         let heads = self.config.num_attention_heads;
         let hd = h / heads;
@@ -303,18 +297,27 @@ impl TokenClassifier {
         let q = split(a.query.forward(x)?)?;
         let k = split(a.key.forward(x)?)?;
         let v = split(a.value.forward(x)?)?;
-        let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (hd as f64).sqrt()))?; // (b, heads, t, t)
-        let scores = scores.broadcast_add(mask)?;
-        let probs = softmax_last_dim(&scores)?;
-        let probs = dropout(&probs, self.config.attention_probs_dropout_prob, rng)?;
+        let scores = q.matmul(&k.t()?.contiguous()?)?; // (b, heads, t, t)
+        let p = self.config.attention_probs_dropout_prob;
+        let drop_mask = match rng {
+            Some(r) if p > 0.0 => Some(r.mask(scores.elem_count(), p)),
+            _ => None,
+        };
+        let probs = kernels::attention_probs(&scores, 1.0 / (hd as f64).sqrt(), key_bias.clone(), drop_mask)?;
         let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?; // (b, t, h)
         let out = dropout(&a.output.forward(&context)?, self.config.hidden_dropout_prob, rng)?;
         a.layer_norm.forward(&out.add(x)?)
     }
 
-    fn layer(&self, l: &Layer, x: &Tensor, mask: &Tensor, rng: &mut Option<&mut DropoutRng>) -> Result<Tensor> {
-        let x = self.attention(&l.attention, x, mask, rng)?;
-        let inner = l.intermediate.forward(&x)?.gelu_erf()?;
+    fn layer(
+        &self,
+        l: &Layer,
+        x: &Tensor,
+        key_bias: &Arc<Vec<f32>>,
+        rng: &mut Option<&mut DropoutRng>,
+    ) -> Result<Tensor> {
+        let x = self.attention(&l.attention, x, key_bias, rng)?;
+        let inner = kernels::gelu(&l.intermediate.forward(&x)?)?;
         let out = dropout(&l.output.forward(&inner)?, self.config.hidden_dropout_prob, rng)?;
         l.layer_norm.forward(&out.add(&x)?)
     }
@@ -325,13 +328,13 @@ impl TokenClassifier {
     }
 
     fn encode_with(&self, batch: &Batch, words: Option<&Var>, mut rng: Option<&mut DropoutRng>) -> Result<Tensor> {
-        let (b, t) = batch.input_ids.dims2()?;
-        // Additive mask (b, 1, 1, t): 0 where attended, the float minimum where padded.
-        let mask =
-            ((batch.attention_mask.to_dtype(DType::F32)? - 1.0)? * (-(f32::MIN as f64)))?.reshape((b, 1, 1, t))?;
+        // Additive key mask (b·t): 0 where attended, the float minimum where padded (as
+        // transformers' extended attention mask).
+        let mask: Vec<u32> = batch.attention_mask.flatten_all()?.to_vec1()?;
+        let key_bias = Arc::new(mask.iter().map(|&m| if m == 0 { f32::MIN } else { 0.0 }).collect::<Vec<f32>>());
         let mut x = self.embed(batch, words, &mut rng)?;
         for l in &self.layers {
-            x = self.layer(l, &x, &mask, &mut rng)?;
+            x = self.layer(l, &x, &key_bias, &mut rng)?;
         }
         Ok(x)
     }
