@@ -5,12 +5,14 @@
 //! with `shuffle` (numpy-exact permutations) under `data` and `table` for terminal output.
 
 pub mod align;
+pub mod analysis;
 pub mod batch;
 pub mod bench;
 pub mod charsmap;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod hub;
 pub mod import;
 pub mod infer;

@@ -53,6 +53,9 @@ enum Command {
     Eval(EvalArgs),
     /// Tag a text: subword tokens with predicted tags, and the entities with character offsets.
     Tag(TagArgs),
+    /// Error analysis: per-token losses grouped by token and label, worst sentences, confusion
+    /// matrix (text and SVG), and the sentences whose gold labels the model most contradicts.
+    Analyze(AnalyzeArgs),
     /// Time a training step's phases (forward, backward, optimizer) and inference on synthetic batches.
     Bench(BenchArgs),
     /// Turn a model shipped in another format into a Hugging Face model directory.
@@ -260,6 +263,33 @@ struct TagArgs {
 }
 
 #[derive(Args)]
+struct AnalyzeArgs {
+    /// A trained model directory (or hub id) with a token-classification head.
+    #[arg(long)]
+    model: String,
+    #[command(flatten)]
+    data: DataArgs,
+    #[arg(long, default_value = "de")]
+    lang: String,
+    #[arg(long, default_value = "validation")]
+    split: String,
+    /// Keep only the first N sentences.
+    #[arg(long)]
+    max_samples: Option<usize>,
+    /// Rows of each ranked list.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Write analysis.json, tokens.csv, confusion.txt and confusion.svg into this directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct BenchArgs {
     /// A model directory (or hub id).
     #[arg(long)]
@@ -447,7 +477,7 @@ fn eval_cmd(args: &EvalArgs) -> Result<()> {
     for lang in &args.langs {
         let corpus = data::load_languages(&panx, std::slice::from_ref(lang), &args.split, 0, args.max_samples)?;
         let aligned = aligner.align_corpus(&corpus)?;
-        let eval = train::evaluate(&model, &aligned, &labels, args.batch_size, !args.json)?;
+        let eval = xner::eval::evaluate(&model, &aligned, &labels, args.batch_size, !args.json)?;
         if !args.json {
             println!(
                 "{lang} {} ({} sentences, {:.0} tokens/s)",
@@ -495,6 +525,102 @@ fn tag_cmd(args: &TagArgs) -> Result<()> {
     Ok(())
 }
 
+fn analyze_cmd(args: &AnalyzeArgs) -> Result<()> {
+    use xner::analysis;
+    let panx = args.data.panx()?;
+    let model_dir = xner::hub::resolve_model(&args.model)?;
+    let model = TokenClassifier::load(&model_dir, None, 0, &Device::Cpu)?;
+    let labels = LabelSet::new(model.config.labels().unwrap_or_default());
+    let aligner = Aligner::from_file(&model_dir.join("tokenizer.json"), align::DEFAULT_MAX_LEN)?;
+    let corpus = data::load_languages(&panx, std::slice::from_ref(&args.lang), &args.split, 0, args.max_samples)?;
+    let aligned = aligner.align_corpus(&corpus)?;
+    let eval = xner::eval::evaluate(&model, &aligned, &labels, args.batch_size, !args.json)?;
+    let a = analysis::analyze(&corpus, &aligned, &eval.predictions, &labels, args.top);
+    let confusion_text = {
+        let mut header = vec!["true \\ pred"];
+        header.extend(a.labels.iter().map(String::as_str));
+        let rows: Vec<Vec<String>> = a
+            .labels
+            .iter()
+            .zip(&a.confusion)
+            .map(|(l, row)| std::iter::once(l.clone()).chain(row.iter().map(|v| format!("{v:.2}"))).collect())
+            .collect();
+        table::columns(&header, &rows)
+    };
+    if let Some(out) = &args.out {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        let write = |name: &str, text: String| {
+            std::fs::write(out.join(name), text).with_context(|| format!("writing {}", out.join(name).display()))
+        };
+        write("analysis.json", serde_json::to_string_pretty(&a)?)?;
+        write("confusion.txt", confusion_text.clone())?;
+        write("confusion.svg", analysis::confusion_svg(&a.labels, &a.confusion))?;
+        let mut csv = String::from("sentence,word,token,gold,pred,loss,confidence\n");
+        let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        for (i, p) in eval.predictions.iter().enumerate() {
+            for k in 0..p.gold.len() {
+                let pos = p.positions[k];
+                let s = &aligned.sentences[i];
+                let word = s.word_ids[pos]
+                    .and_then(|w| corpus.sentences[i].words.get(w as usize))
+                    .cloned()
+                    .unwrap_or_default();
+                csv += &format!(
+                    "{i},{},{},{},{},{:.6},{:.6}\n",
+                    quote(&word),
+                    quote(&s.tokens[pos]),
+                    labels.name(p.gold[k]),
+                    labels.name(p.pred[k]),
+                    p.loss[k],
+                    p.confidence[k]
+                );
+            }
+        }
+        write("tokens.csv", csv)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&a)?);
+        return Ok(());
+    }
+    println!(
+        "{} {}: {} sentences, {} labelled tokens, F1 {:.4}, loss {:.4}\n",
+        args.lang,
+        args.split,
+        corpus.len(),
+        a.tokens,
+        eval.f1(),
+        eval.loss
+    );
+    let groups = |title: &str, g: &[analysis::Group]| {
+        let rows: Vec<Vec<String>> = g
+            .iter()
+            .map(|g| vec![g.key.clone(), g.count.to_string(), format!("{:.2}", g.mean), format!("{:.2}", g.sum)])
+            .collect();
+        print!("{}", table::columns(&[title, "count", "mean", "sum"], &rows));
+        println!();
+    };
+    groups("input token", &a.by_token);
+    groups("label", &a.by_label);
+    println!("Normalized confusion matrix (rows: true label)");
+    println!("{confusion_text}");
+    let show = |title: &str, list: &[analysis::SentenceRow]| {
+        for s in list.iter().take(3) {
+            println!("{title}: sentence {} (score {:.2})", s.index, s.score);
+            let col = |f: &dyn Fn(&analysis::TokenRow) -> String| s.tokens.iter().map(f).collect::<Vec<_>>();
+            let named = [
+                ("tokens", col(&|t| t.word.clone())),
+                ("labels", col(&|t| t.gold.clone())),
+                ("preds", col(&|t| t.pred.clone())),
+                ("losses", col(&|t| format!("{:.2}", t.loss))),
+            ];
+            println!("{}", table::rows(&named, term_width()));
+        }
+    };
+    show("highest total loss", &a.worst);
+    show("gold contradicted with confidence", &a.label_noise);
+    Ok(())
+}
+
 fn bench_cmd(args: &BenchArgs) -> Result<()> {
     let dir = xner::hub::resolve_model(&args.model)?;
     let labels = LabelSet::panx();
@@ -533,6 +659,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train_cmd(a),
         Command::Eval(a) => eval_cmd(a),
         Command::Tag(a) => tag_cmd(a),
+        Command::Analyze(a) => analyze_cmd(a),
         Command::Bench(a) => bench_cmd(a),
         Command::Data(DataCommand::Stats(a)) => data_stats(a),
         Command::Data(DataCommand::Show(a)) => data_show(a),

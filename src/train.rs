@@ -13,16 +13,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{Device, D};
-use indicatif::{ProgressBar, ProgressStyle};
+use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::align::{AlignedCorpus, AlignedSentence, IGNORE_INDEX};
+use crate::align::{AlignedCorpus, AlignedSentence};
 use crate::batch::{self, collate};
 use crate::checkpoint::{self, NamedTensor};
 use crate::data::LabelSet;
 use crate::error::{Error, Result};
-use crate::metrics::{self, Mode, Report};
+use crate::eval::{evaluate, progress};
 use crate::model::{token_loss, DropoutRng, TokenClassifier};
 use crate::optim::{grad_norm, AdamW, AdamWConfig, Moments, SparseRows};
 use crate::shuffle::Pcg64;
@@ -105,87 +104,6 @@ pub fn epoch_batches(lengths: &[usize], batch_size: usize, seed: u64, epoch: usi
 
 fn step_seed(seed: u64, step: usize) -> u64 {
     seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (step as u64).wrapping_add(1).wrapping_mul(0xD1B5_4A32_D192_ED03)
-}
-
-/// Entity-level evaluation of a model on aligned sentences.
-pub struct Evaluation {
-    /// Mean of per-batch losses weighted by sentences (as the Trainer reports eval_loss).
-    pub loss: f64,
-    pub report: Report,
-    /// Gold and predicted tags at first-subword positions, per sentence, in corpus order.
-    pub gold: Vec<Vec<String>>,
-    pub pred: Vec<Vec<String>>,
-    pub seconds: f64,
-    pub tokens: usize,
-}
-
-impl Evaluation {
-    pub fn f1(&self) -> f64 {
-        self.report.micro.f1
-    }
-}
-
-fn progress(len: usize, what: &str, show: bool) -> ProgressBar {
-    let bar = if show { ProgressBar::new(len as u64) } else { ProgressBar::hidden() };
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed}<{eta} {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(what.to_string());
-    bar
-}
-
-/// Evaluates in length-sorted batches (less padding), results in corpus order.
-pub fn evaluate(
-    model: &TokenClassifier,
-    corpus: &AlignedCorpus,
-    labels: &LabelSet,
-    batch_size: usize,
-    show_progress: bool,
-) -> Result<Evaluation> {
-    let start = Instant::now();
-    let device = Device::Cpu;
-    let mut order: Vec<usize> = (0..corpus.sentences.len()).collect();
-    order.sort_by_key(|&i| corpus.sentences[i].len());
-    let mut pred_ids: Vec<Vec<usize>> = vec![vec![]; corpus.sentences.len()];
-    let (mut loss_sum, mut loss_rows) = (0.0, 0);
-    let bar = progress(order.len().div_ceil(batch_size.max(1)), "eval", show_progress);
-    for chunk in order.chunks(batch_size.max(1)) {
-        let sents: Vec<&AlignedSentence> = chunk.iter().map(|&i| &corpus.sentences[i]).collect();
-        let batch = collate(model, &sents, &device)?;
-        let logits = model.forward(&batch, None)?;
-        if let Some(loss) = token_loss(&logits, &batch.labels)? {
-            loss_sum += loss.to_scalar::<f32>()? as f64 * chunk.len() as f64;
-            loss_rows += chunk.len();
-        }
-        let argmax: Vec<Vec<u32>> = logits.argmax(D::Minus1)?.to_vec2()?;
-        for ((&i, s), row) in chunk.iter().zip(&sents).zip(argmax) {
-            pred_ids[i] =
-                s.label_ids.iter().zip(row).filter(|(&l, _)| l != IGNORE_INDEX).map(|(_, p)| p as usize).collect();
-        }
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    let gold: Vec<Vec<String>> = corpus
-        .sentences
-        .iter()
-        .map(|s| {
-            s.label_ids.iter().filter(|&&l| l != IGNORE_INDEX).map(|&l| labels.name(l as usize).to_string()).collect()
-        })
-        .collect();
-    let pred: Vec<Vec<String>> =
-        pred_ids.iter().map(|row| row.iter().map(|&p| labels.name(p).to_string()).collect()).collect();
-    let report = metrics::classification_report(&gold, &pred, Mode::Default)?;
-    let tokens = corpus.sentences.iter().map(|s| s.len()).sum();
-    Ok(Evaluation {
-        loss: if loss_rows > 0 { loss_sum / loss_rows as f64 } else { f64::NAN },
-        report,
-        gold,
-        pred,
-        seconds: start.elapsed().as_secs_f64(),
-        tokens,
-    })
 }
 
 /// Everything a run needs besides its options.

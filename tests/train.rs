@@ -92,8 +92,8 @@ fn checkpoints_round_trip_with_transformers_names() {
 
     // The saved directory reloads to the same predictions.
     let reloaded = TokenClassifier::load(&run.out, None, 0, &Device::Cpu).unwrap();
-    let a = train::evaluate(&run.model, &aligned, &labels, 8, false).unwrap();
-    let b = train::evaluate(&reloaded, &aligned, &labels, 8, false).unwrap();
+    let a = xner::eval::evaluate(&run.model, &aligned, &labels, 8, false).unwrap();
+    let b = xner::eval::evaluate(&reloaded, &aligned, &labels, 8, false).unwrap();
     assert_eq!(a.pred, b.pred);
     assert_eq!(a.loss, b.loss);
 
@@ -208,9 +208,9 @@ fn a_short_fine_tune_of_e5_small_beats_an_untrained_head() {
         .align_corpus(&data::load_languages(&panx, &["de".into()], "validation", 0, Some(200)).unwrap())
         .unwrap();
     let untrained = TokenClassifier::load(&e5, Some(labels.names()), 42, &Device::Cpu).unwrap();
-    let before = train::evaluate(&untrained, &validation, &labels, 32, false).unwrap().f1();
+    let before = xner::eval::evaluate(&untrained, &validation, &labels, 32, false).unwrap().f1();
     let trained = TokenClassifier::load(&out_dir, None, 0, &Device::Cpu).unwrap();
-    let after = train::evaluate(&trained, &validation, &labels, 32, false).unwrap();
+    let after = xner::eval::evaluate(&trained, &validation, &labels, 32, false).unwrap();
     assert!(after.f1() > before + 0.1, "fine-tuned F1 {} vs untrained {before}", after.f1());
 
     // `xner eval` reports the same F1 as the library on the same sentences.

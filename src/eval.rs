@@ -1,0 +1,127 @@
+//! Predictions and entity-level evaluation: forward passes in length-sorted batches (little
+//! padding), per-token loss and confidence at first-subword positions, seqeval's report.
+
+use std::time::Instant;
+
+use candle_core::{Device, D};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::align::{AlignedCorpus, AlignedSentence, IGNORE_INDEX};
+use crate::batch::collate;
+use crate::data::LabelSet;
+use crate::error::Result;
+use crate::metrics::{self, Mode, Report};
+use crate::model::TokenClassifier;
+
+/// A progress bar on stderr (hidden when not wanted or not a terminal).
+pub fn progress(len: usize, what: &str, show: bool) -> ProgressBar {
+    let bar = if show { ProgressBar::new(len as u64) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed}<{eta} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_string());
+    bar
+}
+
+/// The model's view of one sentence at its labelled (first-subword) positions.
+#[derive(Clone, Debug, Default)]
+pub struct SentencePrediction {
+    /// Subword position of each labelled word.
+    pub positions: Vec<usize>,
+    pub gold: Vec<usize>,
+    pub pred: Vec<usize>,
+    /// Cross-entropy of the gold label, −log p(gold).
+    pub loss: Vec<f32>,
+    /// Probability of the predicted label.
+    pub confidence: Vec<f32>,
+}
+
+/// Runs the model (evaluation mode) over every sentence; results in corpus order.
+pub fn predict(
+    model: &TokenClassifier,
+    corpus: &AlignedCorpus,
+    batch_size: usize,
+    show_progress: bool,
+) -> Result<Vec<SentencePrediction>> {
+    let device = Device::Cpu;
+    let batch_size = batch_size.max(1);
+    let mut order: Vec<usize> = (0..corpus.sentences.len()).collect();
+    order.sort_by_key(|&i| corpus.sentences[i].len());
+    let mut out: Vec<SentencePrediction> = vec![SentencePrediction::default(); corpus.sentences.len()];
+    let bar = progress(order.len().div_ceil(batch_size), "eval", show_progress);
+    for chunk in order.chunks(batch_size) {
+        let sents: Vec<&AlignedSentence> = chunk.iter().map(|&i| &corpus.sentences[i]).collect();
+        let batch = collate(model, &sents, &device)?;
+        let log_probs: Vec<Vec<Vec<f32>>> =
+            candle_nn::ops::log_softmax(&model.forward(&batch, None)?, D::Minus1)?.to_vec3()?;
+        for ((&i, s), rows) in chunk.iter().zip(&sents).zip(log_probs) {
+            let p = &mut out[i];
+            for (j, (&gold, lp)) in s.label_ids.iter().zip(rows).enumerate() {
+                if gold == IGNORE_INDEX {
+                    continue;
+                }
+                let (best, best_lp) =
+                    lp.iter()
+                        .enumerate()
+                        .fold((0, f32::NEG_INFINITY), |acc, (k, &v)| if v > acc.1 { (k, v) } else { acc });
+                p.positions.push(j);
+                p.gold.push(gold as usize);
+                p.pred.push(best);
+                p.loss.push(-lp[gold as usize]);
+                p.confidence.push(best_lp.exp());
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+/// Entity-level evaluation of a model on aligned sentences.
+pub struct Evaluation {
+    /// Mean cross-entropy over all labelled tokens.
+    pub loss: f64,
+    pub report: Report,
+    /// Gold and predicted tags at first-subword positions, per sentence, in corpus order.
+    pub gold: Vec<Vec<String>>,
+    pub pred: Vec<Vec<String>>,
+    pub predictions: Vec<SentencePrediction>,
+    pub seconds: f64,
+    /// Subword tokens processed (special tokens included, padding not).
+    pub tokens: usize,
+}
+
+impl Evaluation {
+    pub fn f1(&self) -> f64 {
+        self.report.micro.f1
+    }
+}
+
+/// Predicts and scores with seqeval's default mode.
+pub fn evaluate(
+    model: &TokenClassifier,
+    corpus: &AlignedCorpus,
+    labels: &LabelSet,
+    batch_size: usize,
+    show_progress: bool,
+) -> Result<Evaluation> {
+    let start = Instant::now();
+    let predictions = predict(model, corpus, batch_size, show_progress)?;
+    let names = |ids: &[usize]| ids.iter().map(|&i| labels.name(i).to_string()).collect::<Vec<_>>();
+    let gold: Vec<Vec<String>> = predictions.iter().map(|p| names(&p.gold)).collect();
+    let pred: Vec<Vec<String>> = predictions.iter().map(|p| names(&p.pred)).collect();
+    let report = metrics::classification_report(&gold, &pred, Mode::Default)?;
+    let (loss_sum, n) =
+        predictions.iter().flat_map(|p| &p.loss).fold((0f64, 0usize), |(s, n), &l| (s + l as f64, n + 1));
+    Ok(Evaluation {
+        loss: if n > 0 { loss_sum / n as f64 } else { f64::NAN },
+        report,
+        gold,
+        pred,
+        predictions,
+        seconds: start.elapsed().as_secs_f64(),
+        tokens: corpus.sentences.iter().map(|s| s.len()).sum(),
+    })
+}
