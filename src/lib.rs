@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod experiments;
 pub mod hub;
 pub mod import;
 pub mod infer;

@@ -9,10 +9,11 @@ use clap::{Args, Parser, Subcommand};
 use candle_core::Device;
 use xner::align::{self, Aligner, IGNORE_INDEX};
 use xner::data::{self, LabelSet, PanxDir};
+use xner::experiments::{self, FineTune, Setup};
 use xner::metrics::{self, Mode};
 use xner::model::TokenClassifier;
 use xner::table;
-use xner::train::{self, Run, TrainOptions};
+use xner::train::{self, TrainOptions};
 
 #[derive(Parser)]
 #[command(
@@ -53,6 +54,14 @@ enum Command {
     Eval(EvalArgs),
     /// Tag a text: subword tokens with predicted tags, and the entities with character offsets.
     Tag(TagArgs),
+    /// Zero-shot cross-lingual transfer: fine-tune on one language, test F1 on each.
+    Transfer(TransferArgs),
+    /// F1 against the number of target-language training samples, with the zero-shot F1 as a line.
+    Curve(CurveArgs),
+    /// The book's final table: test F1 when trained on German, on each language, on all at once.
+    Table(TableArgs),
+    /// Gather the experiment outputs under a directory into one Markdown page.
+    Report(ReportArgs),
     /// Error analysis: per-token losses grouped by token and label, worst sentences, confusion
     /// matrix (text and SVG), and the sentences whose gold labels the model most contradicts.
     Analyze(AnalyzeArgs),
@@ -262,6 +271,101 @@ struct TagArgs {
     text: Vec<String>,
 }
 
+/// The training settings every experiment shares.
+#[derive(Args, Clone)]
+struct ExperimentArgs {
+    /// The pretrained body: a model directory or a Hugging Face hub id.
+    #[arg(long)]
+    model: String,
+    #[command(flatten)]
+    data: DataArgs,
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    #[arg(long, default_value_t = 24)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 5e-5)]
+    lr: f64,
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Keep only the first N training sentences of each run.
+    #[arg(long)]
+    max_train_samples: Option<usize>,
+    /// Keep only the first N validation sentences.
+    #[arg(long)]
+    max_eval_samples: Option<usize>,
+    /// Keep only the first N test sentences of each language.
+    #[arg(long)]
+    max_test_samples: Option<usize>,
+    /// Output directory: runs, JSON, CSV and plots.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+impl ExperimentArgs {
+    fn setup(&self) -> Result<Setup> {
+        Ok(Setup {
+            model: self.model.clone(),
+            panx: self.data.panx()?,
+            options: TrainOptions {
+                epochs: self.epochs,
+                batch_size: self.batch_size,
+                lr: self.lr,
+                weight_decay: self.weight_decay,
+                seed: self.seed,
+                ..TrainOptions::default()
+            },
+            max_train_samples: self.max_train_samples,
+            max_eval_samples: self.max_eval_samples,
+            max_test_samples: self.max_test_samples,
+            show_progress: true,
+        })
+    }
+}
+
+#[derive(Args)]
+struct TransferArgs {
+    #[command(flatten)]
+    common: ExperimentArgs,
+    #[arg(long, default_value = "de")]
+    train_lang: String,
+    #[arg(long, default_value = "de,fr,it,en", value_delimiter = ',')]
+    langs: Vec<String>,
+}
+
+#[derive(Args)]
+struct CurveArgs {
+    #[command(flatten)]
+    common: ExperimentArgs,
+    /// The target language.
+    #[arg(long, default_value = "fr")]
+    target: String,
+    #[arg(long, default_value = "250,500,1000,2000,4000", value_delimiter = ',')]
+    sizes: Vec<usize>,
+    /// A model trained on another language (e.g. `xner transfer`'s), drawn as the zero-shot line.
+    #[arg(long)]
+    zero_shot_from: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct TableArgs {
+    #[command(flatten)]
+    common: ExperimentArgs,
+    /// Languages; the first is the "de" row's training language.
+    #[arg(long, default_value = "de,fr,it,en", value_delimiter = ',')]
+    langs: Vec<String>,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// A directory of experiment outputs.
+    dir: PathBuf,
+    /// Write the page here instead of DIR/report.md.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
 #[derive(Args)]
 struct AnalyzeArgs {
     /// A trained model directory (or hub id) with a token-classification head.
@@ -399,65 +503,37 @@ fn score(args: &ScoreArgs) -> Result<()> {
     Ok(())
 }
 
-fn train_cmd(args: &TrainArgs) -> Result<()> {
-    let panx = args.data.panx()?;
-    let model_dir = xner::hub::resolve_model(&args.model)?;
-    let tokenizer_json = model_dir.join("tokenizer.json");
-    let labels = LabelSet::panx();
-    let eval_langs = args.eval_langs.clone().unwrap_or_else(|| args.train_langs.clone());
-    let train = data::load_languages(&panx, &args.train_langs, "train", args.seed, args.max_train_samples)?;
-    let validation = data::load_languages(&panx, &eval_langs, "validation", args.seed, args.max_eval_samples)?;
-    let aligner = Aligner::from_file(&tokenizer_json, align::DEFAULT_MAX_LEN)?;
-    let train = aligner.align_corpus(&train)?;
-    let validation = aligner.align_corpus(&validation)?;
-    for (name, c) in [("training", &train), ("validation", &validation)] {
-        if c.truncated > 0 {
-            eprintln!("warning: {} {name} sentences were truncated to {} tokens", c.truncated, align::DEFAULT_MAX_LEN);
+impl TrainArgs {
+    fn options(&self) -> TrainOptions {
+        TrainOptions {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            seed: self.seed,
+            max_grad_norm: 1.0,
+            group_by_length: !self.no_group_by_length,
+            save_steps: self.save_steps,
         }
     }
-    let options = TrainOptions {
-        epochs: args.epochs,
-        batch_size: args.batch_size,
-        lr: args.lr,
-        weight_decay: args.weight_decay,
-        seed: args.seed,
-        max_grad_norm: 1.0,
-        group_by_length: !args.no_group_by_length,
-        save_steps: args.save_steps,
-    };
-    let (model, resume) = match &args.resume {
-        Some(path) => {
-            let ckpt = train::find_checkpoint(path)?;
-            let model = TokenClassifier::load(&ckpt, Some(labels.names()), args.seed, &Device::Cpu)?;
-            let state = train::load_training_state(&ckpt, &model)?;
-            eprintln!("resuming from {} (step {})", ckpt.display(), state.1.global_step);
-            (model, Some(state))
-        }
-        None => (TokenClassifier::load(&model_dir, Some(labels.names()), args.seed, &Device::Cpu)?, None),
-    };
-    eprintln!(
-        "training {} ({} parameters) on {} sentences of {}, validating on {} of {}: {} epochs of {} steps",
-        args.model,
-        model.num_parameters(),
-        train.sentences.len(),
-        args.train_langs.join("+"),
-        validation.sentences.len(),
-        eval_langs.join("+"),
-        options.epochs,
-        train.sentences.len().div_ceil(options.batch_size)
-    );
-    let mut run = Run {
-        model,
-        labels,
-        train: &train,
-        validation: &validation,
+}
+
+fn train_cmd(args: &TrainArgs) -> Result<()> {
+    let panx = args.data.panx()?;
+    let eval_langs = args.eval_langs.clone().unwrap_or_else(|| args.train_langs.clone());
+    let job = FineTune {
+        model: args.model.clone(),
+        train: data::load_languages(&panx, &args.train_langs, "train", args.seed, args.max_train_samples)?,
+        validation: data::load_languages(&panx, &eval_langs, "validation", args.seed, args.max_eval_samples)?,
+        options: args.options(),
         out: args.out.clone(),
-        tokenizer_json,
+        resume: args.resume.clone(),
         show_progress: true,
         halt_after_steps: args.halt_after_steps,
+        describe: format!("{} (validation: {})", args.train_langs.join("+"), eval_langs.join("+")),
     };
     let start = std::time::Instant::now();
-    let rows = train::train(&mut run, &options, resume)?;
+    let rows = experiments::fine_tune(&job)?;
     println!("{}", train::epoch_table_header());
     for r in &rows {
         println!("{}", train::epoch_table_row(r));
@@ -469,28 +545,29 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
 fn eval_cmd(args: &EvalArgs) -> Result<()> {
     let panx = args.data.panx()?;
     let model_dir = xner::hub::resolve_model(&args.model)?;
-    let model = TokenClassifier::load(&model_dir, None, 0, &Device::Cpu)?;
-    let labels = LabelSet::new(model.config.labels().unwrap_or_default());
-    let aligner = Aligner::from_file(&model_dir.join("tokenizer.json"), align::DEFAULT_MAX_LEN)?;
+    let evals = experiments::evaluate_languages(
+        &model_dir,
+        &panx,
+        &args.langs,
+        &args.split,
+        args.max_samples,
+        args.batch_size,
+        !args.json,
+    )?;
     let mut results = serde_json::Map::new();
-    let mut rows = vec![];
-    for lang in &args.langs {
-        let corpus = data::load_languages(&panx, std::slice::from_ref(lang), &args.split, 0, args.max_samples)?;
-        let aligned = aligner.align_corpus(&corpus)?;
-        let eval = xner::eval::evaluate(&model, &aligned, &labels, args.batch_size, !args.json)?;
+    for (lang, eval) in &evals {
         if !args.json {
             println!(
                 "{lang} {} ({} sentences, {:.0} tokens/s)",
                 args.split,
-                corpus.len(),
+                eval.gold.len(),
                 eval.tokens as f64 / eval.seconds
             );
             println!("{}", eval.report.to_text());
         }
-        rows.push(vec![lang.clone(), format!("{:.4}", eval.f1())]);
         results.insert(
             lang.clone(),
-            serde_json::json!({"f1": eval.f1(), "loss": eval.loss, "sentences": corpus.len(), "report": eval.report,
+            serde_json::json!({"f1": eval.f1(), "loss": eval.loss, "sentences": eval.gold.len(), "report": eval.report,
                 "seconds": eval.seconds}),
         );
     }
@@ -498,7 +575,8 @@ fn eval_cmd(args: &EvalArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {
         let header: Vec<&str> = std::iter::once("").chain(args.langs.iter().map(String::as_str)).collect();
-        let row: Vec<String> = std::iter::once("F1".to_string()).chain(rows.iter().map(|r| r[1].clone())).collect();
+        let row: Vec<String> =
+            std::iter::once("F1".to_string()).chain(evals.iter().map(|(_, e)| format!("{:.4}", e.f1()))).collect();
         print!("{}", table::columns(&header, &[row]));
     }
     Ok(())
@@ -621,6 +699,47 @@ fn analyze_cmd(args: &AnalyzeArgs) -> Result<()> {
     Ok(())
 }
 
+fn transfer_cmd(args: &TransferArgs) -> Result<()> {
+    let t = experiments::transfer(&args.common.setup()?, &args.train_lang, &args.langs, &args.common.out)?;
+    let header: Vec<&str> = std::iter::once("trained on").chain(t.f1.keys().map(String::as_str)).collect();
+    let row: Vec<String> =
+        std::iter::once(t.train_lang.clone()).chain(t.f1.values().map(|f| format!("{f:.4}"))).collect();
+    print!("{}", table::columns(&header, &[row]));
+    Ok(())
+}
+
+fn curve_cmd(args: &CurveArgs) -> Result<()> {
+    let c = experiments::curve(
+        &args.common.setup()?,
+        &args.target,
+        &args.sizes,
+        args.zero_shot_from.as_deref(),
+        &args.common.out,
+    )?;
+    let mut rows: Vec<Vec<String>> =
+        c.points.iter().map(|p| vec![p.samples.to_string(), format!("{:.4}", p.f1)]).collect();
+    if let Some(z) = c.zero_shot {
+        rows.push(vec!["zero-shot".into(), format!("{z:.4}")]);
+    }
+    print!("{}", table::columns(&["samples", "F1"], &rows));
+    println!("plot: {}", args.common.out.join("curve.svg").display());
+    Ok(())
+}
+
+fn table_cmd(args: &TableArgs) -> Result<()> {
+    let t = experiments::table(&args.common.setup()?, &args.langs, &args.common.out)?;
+    print!("{}", experiments::table_markdown(&t));
+    Ok(())
+}
+
+fn report_cmd(args: &ReportArgs) -> Result<()> {
+    let page = experiments::report(&args.dir)?;
+    let out = args.out.clone().unwrap_or_else(|| args.dir.join("report.md"));
+    std::fs::write(&out, &page).with_context(|| format!("writing {}", out.display()))?;
+    println!("{}", out.display());
+    Ok(())
+}
+
 fn bench_cmd(args: &BenchArgs) -> Result<()> {
     let dir = xner::hub::resolve_model(&args.model)?;
     let labels = LabelSet::panx();
@@ -660,6 +779,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => eval_cmd(a),
         Command::Tag(a) => tag_cmd(a),
         Command::Analyze(a) => analyze_cmd(a),
+        Command::Transfer(a) => transfer_cmd(a),
+        Command::Curve(a) => curve_cmd(a),
+        Command::Table(a) => table_cmd(a),
+        Command::Report(a) => report_cmd(a),
         Command::Bench(a) => bench_cmd(a),
         Command::Data(DataCommand::Stats(a)) => data_stats(a),
         Command::Data(DataCommand::Show(a)) => data_show(a),
