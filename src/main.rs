@@ -405,6 +405,10 @@ struct BenchArgs {
     /// Timed steps (after one warm-up step); the median is reported.
     #[arg(long, default_value_t = 3)]
     steps: usize,
+    /// A Python with torch + transformers: also time the same workload through
+    /// scripts/bench_torch.py in this run and print the ratios.
+    #[arg(long)]
+    python: Option<PathBuf>,
     #[arg(long)]
     json: bool,
 }
@@ -745,8 +749,12 @@ fn bench_cmd(args: &BenchArgs) -> Result<()> {
     let labels = LabelSet::panx();
     let model = TokenClassifier::load(&dir, Some(labels.names()), 0, &Device::Cpu)?;
     let t = xner::bench::time_steps(&model, args.batch_size, args.seq_len, args.steps.max(1))?;
+    let torch = match &args.python {
+        Some(py) => Some(torch_bench(py, &dir, args)?),
+        None => None,
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&t)?);
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"xner": t, "torch": torch}))?);
         return Ok(());
     }
     let step = t.forward + t.backward + t.optimizer;
@@ -765,7 +773,70 @@ fn bench_cmd(args: &BenchArgs) -> Result<()> {
         t.inference,
         t.tokens as f64 / t.inference
     );
+    if let Some(p) = torch {
+        let get = |k: &str| p[k].as_f64().unwrap_or(f64::NAN);
+        let torch_step = get("forward") + get("backward") + get("optimizer");
+        let rows = vec![
+            vec![
+                "forward".into(),
+                format!("{:.3}", t.forward),
+                format!("{:.3}", get("forward")),
+                format!("{:.2}x", get("forward") / t.forward),
+            ],
+            vec![
+                "backward".into(),
+                format!("{:.3}", t.backward),
+                format!("{:.3}", get("backward")),
+                format!("{:.2}x", get("backward") / t.backward),
+            ],
+            vec![
+                "optimizer".into(),
+                format!("{:.3}", t.optimizer),
+                format!("{:.3}", get("optimizer")),
+                format!("{:.2}x", get("optimizer") / t.optimizer),
+            ],
+            vec![
+                "training step".into(),
+                format!("{step:.3}"),
+                format!("{torch_step:.3}"),
+                format!("{:.2}x", torch_step / step),
+            ],
+            vec![
+                "inference".into(),
+                format!("{:.3}", t.inference),
+                format!("{:.3}", get("inference")),
+                format!("{:.2}x", get("inference") / t.inference),
+            ],
+        ];
+        println!("\nseconds (median), same workload in this run; speed-up = torch / xner");
+        print!("{}", table::columns(&["phase", "xner", "torch", "speed-up"], &rows));
+    }
     Ok(())
+}
+
+/// Runs scripts/bench_torch.py with `python` on the same model and shape.
+fn torch_bench(python: &Path, dir: &Path, args: &BenchArgs) -> Result<serde_json::Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_torch.py");
+    let threads = rayon::current_num_threads().to_string();
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .args(["--model", &dir.display().to_string(), "--batch-size", &args.batch_size.to_string()])
+        .args([
+            "--seq-len",
+            &args.seq_len.to_string(),
+            "--steps",
+            &args.steps.max(1).to_string(),
+            "--threads",
+            &threads,
+        ])
+        .output()
+        .with_context(|| format!("running {} {}", python.display(), script.display()))?;
+    if !out.status.success() {
+        bail!("{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or("");
+    serde_json::from_str(last).with_context(|| format!("{} printed no JSON: {text}", script.display()))
 }
 
 fn run(cli: Cli) -> Result<()> {
