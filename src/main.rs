@@ -190,6 +190,44 @@ struct ScoreArgs {
     json: bool,
 }
 
+/// The book's fine-tuning hyperparameters (the transformers Trainer's defaults otherwise).
+#[derive(Args, Clone)]
+struct HyperArgs {
+    /// Passes over the training sentences.
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    /// Sentences per step (padded to the longest of the batch).
+    #[arg(long, default_value_t = 24)]
+    batch_size: usize,
+    /// Peak learning rate of AdamW, decayed linearly to 0.
+    #[arg(long, default_value_t = 5e-5)]
+    lr: f64,
+    /// AdamW's decoupled weight decay (not on biases and LayerNorm weights).
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
+    /// Seed of the head's initialisation, the epoch shuffles, dropout, and multilingual mixing.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Batches of random sentences instead of length-grouped ones (more padding, slower).
+    #[arg(long)]
+    no_group_by_length: bool,
+}
+
+impl HyperArgs {
+    fn options(&self, save_steps: usize) -> TrainOptions {
+        TrainOptions {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            seed: self.seed,
+            max_grad_norm: 1.0,
+            group_by_length: !self.no_group_by_length,
+            save_steps,
+        }
+    }
+}
+
 #[derive(Args)]
 struct TrainArgs {
     /// A model directory (config.json, model.safetensors, tokenizer.json) or a Hugging Face hub id.
@@ -209,20 +247,8 @@ struct TrainArgs {
     /// Keep only the first N validation sentences.
     #[arg(long)]
     max_eval_samples: Option<usize>,
-    #[arg(long, default_value_t = 3)]
-    epochs: usize,
-    #[arg(long, default_value_t = 24)]
-    batch_size: usize,
-    #[arg(long, default_value_t = 5e-5)]
-    lr: f64,
-    #[arg(long, default_value_t = 0.01)]
-    weight_decay: f64,
-    /// Seed of the head's initialisation, the epoch shuffles and dropout.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// Batches of random sentences instead of length-grouped ones (more padding, slower).
-    #[arg(long)]
-    no_group_by_length: bool,
+    #[command(flatten)]
+    hyper: HyperArgs,
     /// Also checkpoint every N steps (default: at the end of each epoch only).
     #[arg(long, default_value_t = 0)]
     save_steps: usize,
@@ -279,16 +305,8 @@ struct ExperimentArgs {
     model: String,
     #[command(flatten)]
     data: DataArgs,
-    #[arg(long, default_value_t = 3)]
-    epochs: usize,
-    #[arg(long, default_value_t = 24)]
-    batch_size: usize,
-    #[arg(long, default_value_t = 5e-5)]
-    lr: f64,
-    #[arg(long, default_value_t = 0.01)]
-    weight_decay: f64,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    #[command(flatten)]
+    hyper: HyperArgs,
     /// Keep only the first N training sentences of each run.
     #[arg(long)]
     max_train_samples: Option<usize>,
@@ -308,14 +326,7 @@ impl ExperimentArgs {
         Ok(Setup {
             model: self.model.clone(),
             panx: self.data.panx()?,
-            options: TrainOptions {
-                epochs: self.epochs,
-                batch_size: self.batch_size,
-                lr: self.lr,
-                weight_decay: self.weight_decay,
-                seed: self.seed,
-                ..TrainOptions::default()
-            },
+            options: self.hyper.options(0),
             max_train_samples: self.max_train_samples,
             max_eval_samples: self.max_eval_samples,
             max_test_samples: self.max_test_samples,
@@ -507,29 +518,14 @@ fn score(args: &ScoreArgs) -> Result<()> {
     Ok(())
 }
 
-impl TrainArgs {
-    fn options(&self) -> TrainOptions {
-        TrainOptions {
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            lr: self.lr,
-            weight_decay: self.weight_decay,
-            seed: self.seed,
-            max_grad_norm: 1.0,
-            group_by_length: !self.no_group_by_length,
-            save_steps: self.save_steps,
-        }
-    }
-}
-
 fn train_cmd(args: &TrainArgs) -> Result<()> {
     let panx = args.data.panx()?;
     let eval_langs = args.eval_langs.clone().unwrap_or_else(|| args.train_langs.clone());
     let job = FineTune {
         model: args.model.clone(),
-        train: data::load_languages(&panx, &args.train_langs, "train", args.seed, args.max_train_samples)?,
-        validation: data::load_languages(&panx, &eval_langs, "validation", args.seed, args.max_eval_samples)?,
-        options: args.options(),
+        train: data::load_languages(&panx, &args.train_langs, "train", args.hyper.seed, args.max_train_samples)?,
+        validation: data::load_languages(&panx, &eval_langs, "validation", args.hyper.seed, args.max_eval_samples)?,
+        options: args.hyper.options(args.save_steps),
         out: args.out.clone(),
         resume: args.resume.clone(),
         show_progress: true,
@@ -882,5 +878,55 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_flag_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn train_flags_become_trainer_options() {
+        let cli = Cli::parse_from([
+            "xner",
+            "--threads",
+            "1",
+            "train",
+            "--model",
+            "m",
+            "--out",
+            "o",
+            "--epochs",
+            "2",
+            "--lr",
+            "1e-4",
+            "--no-group-by-length",
+            "--save-steps",
+            "50",
+            "--train-langs",
+            "de,fr",
+        ]);
+        assert_eq!(cli.threads, Some(1));
+        let Command::Train(t) = cli.command else { panic!("not train") };
+        let o = t.hyper.options(t.save_steps);
+        assert_eq!(
+            (o.epochs, o.batch_size, o.lr, o.seed, o.group_by_length, o.save_steps),
+            (2, 24, 1e-4, 42, false, 50)
+        );
+        assert_eq!(t.train_langs, ["de", "fr"]);
+        assert_eq!(t.data.fracs, "de=0.629,fr=0.229,it=0.084,en=0.059");
+    }
+
+    #[test]
+    fn bad_flags_are_rejected() {
+        assert!(Cli::try_parse_from(["xner", "train", "--model", "m"]).is_err(), "--out is required");
+        assert!(Cli::try_parse_from(["xner", "score", "f", "--mode", "lenient"]).is_err());
+        assert!(Cli::try_parse_from(["xner", "train", "--model", "m", "--out", "o", "--epochs", "x"]).is_err());
     }
 }
