@@ -241,9 +241,19 @@ struct Gelu;
 /// 1/√(2π)
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 
-/// Φ(x), computed as candle's `gelu_erf` computes it (libm's erff).
+/// erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7, < 1e-6 in f32): branch-light,
+/// where libm's `erff` took 8% of a training step in the profile.
+fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    let y = 1.0 - poly * (-a * a).exp();
+    y.copysign(x)
+}
+
+/// Φ(x), the standard normal CDF.
 fn gelu_cdf(x: f32) -> f32 {
-    (candle_core::cpu::erf::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5
+    (erf(x * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5
 }
 
 impl CustomOp1 for Gelu {
@@ -391,6 +401,15 @@ mod tests {
             let d = max_diff(gf.get(&s).unwrap(), gc.get(&s).unwrap());
             assert!(d < 1e-5, "dscores differs by {d}");
         }
+    }
+
+    #[test]
+    fn polynomial_erf_is_within_1e6_of_libm() {
+        let worst = (-6000..=6000)
+            .map(|i| i as f32 / 1000.0)
+            .map(|x| (erf(x) - candle_core::cpu::erf::erf_f32(x)).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-6, "erf differs by {worst}");
     }
 
     #[test]
