@@ -362,15 +362,6 @@ pub fn epoch_table_row(r: &EpochRow) -> String {
     format!("{:>5}  {:>13.4}  {:>15.4}  {:>8.4}", r.epoch, r.training_loss, r.validation_loss, r.f1)
 }
 
-/// The model's tensors as a flat vector (for comparing runs).
-pub fn flat_weights(model: &TokenClassifier) -> Result<Vec<f32>> {
-    let mut out = vec![];
-    for (_, v) in &model.params {
-        out.extend(v.as_tensor().flatten_all()?.to_vec1::<f32>()?);
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
