@@ -77,6 +77,12 @@ def family(kind, examples):
     model.eval()
     out = os.path.join(OUT, kind)
     model.save_pretrained(os.path.join(out, "model"), safe_serialization=True)
+    if kind == "bert":
+        # The same model as PyTorch's pytorch_model.bin, for xner's .bin loader (transformers 5
+        # writes safetensors only, so torch.save it).
+        os.makedirs(os.path.join(out, "model-bin"), exist_ok=True)
+        torch.save(model.state_dict(), os.path.join(out, "model-bin", "pytorch_model.bin"))
+        model.config.to_json_file(os.path.join(out, "model-bin", "config.json"))
     batches, losses, tensors = [], [], {}
     for b, chunk in enumerate([examples[:4], examples[4:8]]):
         ids, mask, labels = pad(chunk, pad_id)

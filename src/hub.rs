@@ -12,10 +12,11 @@ const FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
 pub fn resolve_model(spec: &str) -> Result<PathBuf> {
     let local = Path::new(spec);
     if local.is_dir() {
-        for f in ["config.json", "model.safetensors"] {
-            if !local.join(f).exists() {
-                return Err(Error::invalid(local, format!("not a model directory: no {f}")));
-            }
+        if !local.join("config.json").exists() {
+            return Err(Error::invalid(local, "not a model directory: no config.json"));
+        }
+        if !local.join("model.safetensors").exists() && !local.join("pytorch_model.bin").exists() {
+            return Err(Error::invalid(local, "not a model directory: no model.safetensors (or pytorch_model.bin)"));
         }
         return Ok(local.to_path_buf());
     }

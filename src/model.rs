@@ -407,12 +407,7 @@ impl TokenClassifier {
     pub fn load(dir: &Path, labels: Option<&[String]>, seed: u64, device: &Device) -> Result<Self> {
         let mut config = Config::from_file(&dir.join("config.json"))?;
         let family = config.family().map_err(|m| Error::invalid(&dir.join("config.json"), m))?;
-        let weights_path = dir.join("model.safetensors");
-        if !weights_path.exists() {
-            return Err(Error::invalid(dir, "no model.safetensors in the model directory"));
-        }
-        let tensors = candle_core::safetensors::load(&weights_path, device)
-            .map_err(|e| Error::invalid(&weights_path, format!("cannot read safetensors: {e}")))?;
+        let (weights_path, tensors) = read_weights(dir, device)?;
         let prefix = ["roberta.", "bert.", ""]
             .into_iter()
             .find(|p| tensors.contains_key(&format!("{p}embeddings.word_embeddings.weight")))
@@ -537,6 +532,24 @@ impl TokenClassifier {
         checkpoint::write_safetensors(&dir.join("model.safetensors"), &self.named_tensors()?)?;
         checkpoint::write_json(&dir.join("config.json"), &value)
     }
+}
+
+/// The weights of a model directory: `model.safetensors`, or else PyTorch's `pytorch_model.bin`
+/// (the zip format that `torch.save` has written since 1.6, which candle reads).
+fn read_weights(dir: &Path, device: &Device) -> Result<(std::path::PathBuf, HashMap<String, Tensor>)> {
+    let safetensors = dir.join("model.safetensors");
+    if safetensors.exists() {
+        let tensors = candle_core::safetensors::load(&safetensors, device)
+            .map_err(|e| Error::invalid(&safetensors, format!("cannot read safetensors: {e}")))?;
+        return Ok((safetensors, tensors));
+    }
+    let bin = dir.join("pytorch_model.bin");
+    if bin.exists() {
+        let tensors = candle_core::pickle::read_all(&bin)
+            .map_err(|e| Error::invalid(&bin, format!("cannot read this PyTorch checkpoint: {e}")))?;
+        return Ok((bin, tensors.into_iter().map(|(k, t)| Ok((k, t.to_device(device)?))).collect::<Result<_>>()?));
+    }
+    Err(Error::invalid(dir, "no model.safetensors (or pytorch_model.bin) in the model directory"))
 }
 
 /// Standard normal by Box–Muller.

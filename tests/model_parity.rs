@@ -90,6 +90,17 @@ fn bert_matches_transformers() {
 }
 
 #[test]
+fn pytorch_model_bin_loads_to_the_same_logits() {
+    let dir = common::fixtures().join("parity/bert");
+    assert!(dir.join("model-bin/pytorch_model.bin").exists() && !dir.join("model-bin/model.safetensors").exists());
+    let model = TokenClassifier::load(&dir.join("model-bin"), None, 0, &Device::Cpu).unwrap();
+    let inputs: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("inputs.json")).unwrap()).unwrap();
+    let expected = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
+    let logits = model.forward(&batch(&model, &inputs["batches"][0]), None).unwrap();
+    assert!(max_abs_diff(&logits, &expected["logits.0"]) <= 1e-4);
+}
+
+#[test]
 fn dropout_changes_training_outputs_and_is_seeded() {
     let dir = common::fixtures().join("parity/xlm-roberta");
     let model = TokenClassifier::load(&dir.join("model"), None, 0, &Device::Cpu).unwrap();
