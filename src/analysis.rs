@@ -71,16 +71,15 @@ fn group(rows: impl Iterator<Item = (String, f32)>) -> Vec<Group> {
     acc.into_iter().map(|(key, (count, sum))| Group { key, count, mean: sum / count as f64, sum }).collect()
 }
 
-/// Builds the analysis of `corpus` (the words), its alignment and the model's predictions;
-/// lists keep the `top` largest.
-pub fn analyze(
+/// Every labelled word of every sentence with its first subword, gold and predicted tag, loss
+/// and confidence (`corpus` gives the words, `aligned` the subwords, in the same order).
+pub fn token_rows(
     corpus: &Corpus,
     aligned: &AlignedCorpus,
     predictions: &[SentencePrediction],
     labels: &LabelSet,
-    top: usize,
-) -> Analysis {
-    let rows: Vec<Vec<TokenRow>> = predictions
+) -> Vec<Vec<TokenRow>> {
+    predictions
         .iter()
         .enumerate()
         .map(|(i, p)| {
@@ -100,7 +99,32 @@ pub fn analyze(
                 })
                 .collect()
         })
-        .collect();
+        .collect()
+}
+
+/// The token rows as CSV (`sentence,word,token,gold,pred,loss,confidence`).
+pub fn tokens_csv(rows: &[Vec<TokenRow>]) -> String {
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let mut csv = String::from("sentence,word,token,gold,pred,loss,confidence\n");
+    for (i, sentence) in rows.iter().enumerate() {
+        for t in sentence {
+            csv += &format!(
+                "{i},{},{},{},{},{:.6},{:.6}\n",
+                quote(&t.word),
+                quote(&t.token),
+                t.gold,
+                t.pred,
+                t.loss,
+                t.confidence
+            );
+        }
+    }
+    csv
+}
+
+/// Builds the analysis from the token rows (`token_rows`) and the predictions they came from;
+/// lists keep the `top` largest.
+pub fn analyze(rows: &[Vec<TokenRow>], predictions: &[SentencePrediction], labels: &LabelSet, top: usize) -> Analysis {
     let all = || rows.iter().flatten();
     let mut by_token = group(all().map(|r| (r.token.clone(), r.loss)));
     by_token.sort_by(|a, b| b.sum.total_cmp(&a.sum).then_with(|| a.key.cmp(&b.key)));

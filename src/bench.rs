@@ -7,9 +7,10 @@ use candle_core::{Device, Tensor};
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::model::{token_loss, Batch, DropoutRng, TokenClassifier};
-use crate::optim::{grad_norm, AdamW, AdamWConfig, SparseRows};
+use crate::model::{Batch, DropoutRng, TokenClassifier};
+use crate::optim::{AdamW, AdamWConfig};
 use crate::shuffle::Pcg64;
+use crate::train::train_step;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct StepTimes {
@@ -45,26 +46,16 @@ pub fn time_steps(model: &TokenClassifier, batch: usize, seq: usize, steps: usiz
     for step in 0..=steps {
         let b = synthetic_batch(model, batch, seq, step as u64)?;
         let mut rng = DropoutRng::new(step as u64);
-        let t0 = Instant::now();
-        let (logits, words) = model.forward_train(&b, Some(&mut rng))?;
-        let loss = token_loss(&logits, &b.labels)?.expect("labelled batch");
-        let t1 = Instant::now();
-        let grads = loss.backward()?;
-        let t2 = Instant::now();
-        let word_grad = words.sparse_grad(&grads)?;
-        let sparse: Vec<(usize, &SparseRows)> = word_grad.iter().map(|g| (model.word_embedding_index(), g)).collect();
-        let norm = grad_norm(&model.params, &grads, &sparse)?;
-        opt.step(&model.params, &grads, &sparse, 1e-5, (1.0 / (norm + 1e-6)).min(1.0))?;
-        let t3 = Instant::now();
-        drop(grads);
+        let phases =
+            train_step(model, &mut opt, &b, &mut rng, 1e-5, 1.0)?.expect("every synthetic position is labelled");
         let t4 = Instant::now();
         let _ = model.forward(&b, None)?.sum_all()?.to_scalar::<f32>()?;
         let inference = t4.elapsed().as_secs_f64();
         if step > 0 {
             samples.push(StepTimes {
-                forward: (t1 - t0).as_secs_f64(),
-                backward: (t2 - t1).as_secs_f64(),
-                optimizer: (t3 - t2).as_secs_f64(),
+                forward: phases.forward,
+                backward: phases.backward,
+                optimizer: phases.optimizer,
                 inference,
                 tokens: batch * seq,
             });

@@ -614,7 +614,8 @@ fn analyze_cmd(args: &AnalyzeArgs) -> Result<()> {
     let corpus = data::load_languages(&panx, std::slice::from_ref(&args.lang), &args.split, 0, args.max_samples)?;
     let aligned = aligner.align_corpus(&corpus)?;
     let eval = xner::eval::evaluate(&model, &aligned, &labels, args.batch_size, !args.json)?;
-    let a = analysis::analyze(&corpus, &aligned, &eval.predictions, &labels, args.top);
+    let rows = analysis::token_rows(&corpus, &aligned, &eval.predictions, &labels);
+    let a = analysis::analyze(&rows, &eval.predictions, &labels, args.top);
     let confusion_text = {
         let mut header = vec!["true \\ pred"];
         header.extend(a.labels.iter().map(String::as_str));
@@ -634,28 +635,7 @@ fn analyze_cmd(args: &AnalyzeArgs) -> Result<()> {
         write("analysis.json", serde_json::to_string_pretty(&a)?)?;
         write("confusion.txt", confusion_text.clone())?;
         write("confusion.svg", analysis::confusion_svg(&a.labels, &a.confusion))?;
-        let mut csv = String::from("sentence,word,token,gold,pred,loss,confidence\n");
-        let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-        for (i, p) in eval.predictions.iter().enumerate() {
-            for k in 0..p.gold.len() {
-                let pos = p.positions[k];
-                let s = &aligned.sentences[i];
-                let word = s.word_ids[pos]
-                    .and_then(|w| corpus.sentences[i].words.get(w as usize))
-                    .cloned()
-                    .unwrap_or_default();
-                csv += &format!(
-                    "{i},{},{},{},{},{:.6},{:.6}\n",
-                    quote(&word),
-                    quote(&s.tokens[pos]),
-                    labels.name(p.gold[k]),
-                    labels.name(p.pred[k]),
-                    p.loss[k],
-                    p.confidence[k]
-                );
-            }
-        }
-        write("tokens.csv", csv)?;
+        write("tokens.csv", analysis::tokens_csv(&rows))?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&a)?);
@@ -773,37 +753,15 @@ fn bench_cmd(args: &BenchArgs) -> Result<()> {
     if let Some(p) = torch {
         let get = |k: &str| p[k].as_f64().unwrap_or(f64::NAN);
         let torch_step = get("forward") + get("backward") + get("optimizer");
+        let row = |phase: &str, ours: f64, theirs: f64| {
+            vec![phase.to_string(), format!("{ours:.3}"), format!("{theirs:.3}"), format!("{:.2}x", theirs / ours)]
+        };
         let rows = vec![
-            vec![
-                "forward".into(),
-                format!("{:.3}", t.forward),
-                format!("{:.3}", get("forward")),
-                format!("{:.2}x", get("forward") / t.forward),
-            ],
-            vec![
-                "backward".into(),
-                format!("{:.3}", t.backward),
-                format!("{:.3}", get("backward")),
-                format!("{:.2}x", get("backward") / t.backward),
-            ],
-            vec![
-                "optimizer".into(),
-                format!("{:.3}", t.optimizer),
-                format!("{:.3}", get("optimizer")),
-                format!("{:.2}x", get("optimizer") / t.optimizer),
-            ],
-            vec![
-                "training step".into(),
-                format!("{step:.3}"),
-                format!("{torch_step:.3}"),
-                format!("{:.2}x", torch_step / step),
-            ],
-            vec![
-                "inference".into(),
-                format!("{:.3}", t.inference),
-                format!("{:.3}", get("inference")),
-                format!("{:.2}x", get("inference") / t.inference),
-            ],
+            row("forward", t.forward, get("forward")),
+            row("backward", t.backward, get("backward")),
+            row("optimizer", t.optimizer, get("optimizer")),
+            row("training step", step, torch_step),
+            row("inference", t.inference, get("inference")),
         ];
         println!("\nseconds (median), same workload in this run; speed-up = torch / xner");
         print!("{}", table::columns(&["phase", "xner", "torch", "speed-up"], &rows));

@@ -22,7 +22,7 @@ use crate::checkpoint::{self, NamedTensor};
 use crate::data::LabelSet;
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, progress};
-use crate::model::{token_loss, DropoutRng, TokenClassifier};
+use crate::model::{token_loss, Batch, DropoutRng, TokenClassifier};
 use crate::optim::{grad_norm, AdamW, AdamWConfig, Moments, SparseRows};
 use crate::shuffle::Pcg64;
 
@@ -104,6 +104,47 @@ pub fn epoch_batches(lengths: &[usize], batch_size: usize, seed: u64, epoch: usi
 
 fn step_seed(seed: u64, step: usize) -> u64 {
     seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (step as u64).wrapping_add(1).wrapping_mul(0xD1B5_4A32_D192_ED03)
+}
+
+/// What one training step did, with the seconds of each phase.
+#[derive(Clone, Copy, Debug)]
+pub struct StepOutcome {
+    pub loss: f64,
+    pub grad_norm: f64,
+    pub forward: f64,
+    pub backward: f64,
+    pub optimizer: f64,
+}
+
+/// One update on a batch: forward in training mode and loss → backward (word-embedding rows
+/// as a sparse gradient) → global-norm clipping → AdamW at `lr`. None when the batch has no
+/// labelled position: there is nothing to learn and no update is made.
+pub fn train_step(
+    model: &TokenClassifier,
+    opt: &mut AdamW,
+    batch: &Batch,
+    dropout: &mut DropoutRng,
+    lr: f64,
+    max_grad_norm: f64,
+) -> Result<Option<StepOutcome>> {
+    let t0 = Instant::now();
+    let (logits, words) = model.forward_train(batch, Some(dropout))?;
+    let Some(loss) = token_loss(&logits, &batch.labels)? else { return Ok(None) };
+    let t1 = Instant::now();
+    let grads = loss.backward()?;
+    let t2 = Instant::now();
+    let word_grad = words.sparse_grad(&grads)?;
+    let sparse: Vec<(usize, &SparseRows)> = word_grad.iter().map(|g| (model.word_embedding_index(), g)).collect();
+    let norm = grad_norm(&model.params, &grads, &sparse)?;
+    opt.step(&model.params, &grads, &sparse, lr, (max_grad_norm / (norm + 1e-6)).min(1.0))?;
+    let t3 = Instant::now();
+    Ok(Some(StepOutcome {
+        loss: loss.to_scalar::<f32>()? as f64,
+        grad_norm: norm,
+        forward: (t1 - t0).as_secs_f64(),
+        backward: (t2 - t1).as_secs_f64(),
+        optimizer: (t3 - t2).as_secs_f64(),
+    }))
 }
 
 /// Everything a run needs besides its options.
@@ -271,7 +312,6 @@ pub fn train(run: &mut Run, options: &TrainOptions, resume: Option<(AdamW, Train
         ),
     };
     let mut steps_this_process = 0;
-    let word_index = run.model.word_embedding_index();
     while state.epoch < options.epochs {
         let batches = epoch_batches(&lengths, options.batch_size, options.seed, state.epoch, options.group_by_length);
         let bar = progress(batches.len(), &format!("epoch {}/{}", state.epoch + 1, options.epochs), run.show_progress);
@@ -284,22 +324,14 @@ pub fn train(run: &mut Run, options: &TrainOptions, resume: Option<(AdamW, Train
             let (real_tokens, padded) = batch::token_counts(&sents);
             let batch = collate(&run.model, &sents, &device)?;
             let mut dropout = DropoutRng::new(step_seed(options.seed, state.global_step));
-            let (logits, words) = run.model.forward_train(&batch, Some(&mut dropout))?;
             let lr = options.lr * (total_steps - state.global_step) as f64 / total_steps as f64;
             let mut logged = serde_json::json!({"step": state.global_step + 1, "epoch": state.epoch + 1, "lr": lr,
                 "tokens": real_tokens, "padded_tokens": padded});
-            if let Some(loss) = token_loss(&logits, &batch.labels)? {
-                let grads = loss.backward()?;
-                let word_grad = words.sparse_grad(&grads)?;
-                let sparse: Vec<(usize, &SparseRows)> = word_grad.iter().map(|g| (word_index, g)).collect();
-                let norm = grad_norm(&run.model.params, &grads, &sparse)?;
-                let scale = (options.max_grad_norm / (norm + 1e-6)).min(1.0);
-                opt.step(&run.model.params, &grads, &sparse, lr, scale)?;
-                let loss = loss.to_scalar::<f32>()? as f64;
-                state.epoch_loss_sum += loss;
+            if let Some(step) = train_step(&run.model, &mut opt, &batch, &mut dropout, lr, options.max_grad_norm)? {
+                state.epoch_loss_sum += step.loss;
                 state.epoch_loss_steps += 1;
-                logged["loss"] = serde_json::json!(loss);
-                logged["grad_norm"] = serde_json::json!(norm);
+                logged["loss"] = serde_json::json!(step.loss);
+                logged["grad_norm"] = serde_json::json!(step.grad_norm);
             }
             state.global_step += 1;
             state.step_in_epoch += 1;

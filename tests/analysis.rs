@@ -19,7 +19,8 @@ fn analysis_is_consistent_with_recomputed_losses() {
     let corpus = data::load_languages(&panx, &["de".into()], "validation", 0, Some(40)).unwrap();
     let aligned = Aligner::from_file(&dir.join("tokenizer.json"), 512).unwrap().align_corpus(&corpus).unwrap();
     let eval = xner::eval::evaluate(&model, &aligned, &labels, 8, false).unwrap();
-    let a = analysis::analyze(&corpus, &aligned, &eval.predictions, &labels, 5);
+    let rows = analysis::token_rows(&corpus, &aligned, &eval.predictions, &labels);
+    let a = analysis::analyze(&rows, &eval.predictions, &labels, 5);
 
     // Every labelled word counted once, in the groups and in the matrix.
     let words: usize = corpus.sentences.iter().map(|s| s.words.len()).sum();
