@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 type CResult<T> = candle_core::Result<T>;
@@ -34,6 +34,29 @@ fn data(t: &Tensor) -> CResult<Vec<f32>> {
 
 /// Rows per parallel task for row-wise kernels.
 const ROWS_PER_TASK: usize = 16;
+
+/// eˣ in f32 without a libm call, so that loops over it vectorise (libm's `expf` was the
+/// largest cost of softmax and GELU): 2ⁿ · p(r) with x = n·ln2 + r, |r| ≤ ln2/2, p of degree 6
+/// (relative error < 3e-7); 0 below −87.3, where f32 underflows anyway.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // Round to nearest by the 1.5·2²³ trick (SSE2 has no vector round).
+    const SHIFT: f32 = 12_582_912.0;
+    let xc = x.clamp(-87.3, 88.7);
+    let n = (xc * LOG2E + SHIFT) - SHIFT;
+    let r = (xc - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0 + r * (0.5 + r * (0.166_666_67 + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
+    let scaled = p * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if x < -87.3 {
+        0.0
+    } else {
+        scaled
+    }
+}
 
 // ---- LayerNorm -----------------------------------------------------------------------------
 
@@ -137,106 +160,483 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> candle_core::
     x.contiguous()?.apply_op3(w, b, LayerNorm { eps: eps as f32 })
 }
 
-// ---- attention probabilities: scale, key mask, softmax, dropout ------------------------------
+// ---- matrix products through gemm -----------------------------------------------------------
 
-/// p = softmax(scale · s + mask[batch]) over the last dimension, then · dropout mask.
-/// `s` is (batch, heads, queries, keys); `key_bias` (batch, keys) holds 0 or a large negative.
-struct AttentionProbs {
-    scale: f32,
-    heads: usize,
-    key_bias: Arc<Vec<f32>>,
-    dropout: Option<Arc<Vec<f32>>>,
+/// A read-only matrix in a slice: element (i, j) at `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
 }
 
-impl AttentionProbs {
-    /// Softmax of one row of scores into `p`.
-    fn softmax_row(&self, s: &[f32], bias: &[f32], p: &mut [f32]) {
-        let mut max = f32::NEG_INFINITY;
-        for j in 0..s.len() {
-            p[j] = self.scale * s[j] + bias[j];
-            max = max.max(p[j]);
-        }
-        let mut sum = 0f32;
-        for v in p.iter_mut() {
-            *v = (*v - max).exp();
-            sum += *v;
-        }
-        let inv = 1.0 / sum;
-        p.iter_mut().for_each(|v| *v *= inv);
+impl<'a> View<'a> {
+    /// Row-major (rows, cols).
+    fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        View { data, rows, cols, rs: cols, cs: 1 }
     }
 
-    fn keys_of(&self, dims: &[usize]) -> CResult<(usize, usize)> {
-        let &[_, heads, queries, keys] = dims else { candle_core::bail!("attention scores must be 4-d") };
-        if heads != self.heads {
-            candle_core::bail!("attention: {heads} heads, expected {}", self.heads)
-        }
-        Ok((queries, keys))
+    /// The transpose, without moving data.
+    fn t(self) -> Self {
+        View { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+    }
+
+    fn fits(&self) -> bool {
+        self.rows == 0 || self.cols == 0 || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
     }
 }
 
-impl CustomOp1 for AttentionProbs {
+/// `dst` (row-major a.rows × b.cols) = a·b, or += a·b with `accumulate`, on gemm's
+/// micro-kernels (AVX-512 where present) over rayon's threads.
+fn gemm_into(dst: &mut [f32], accumulate: bool, a: View, b: View) {
+    assert!(a.cols == b.rows && dst.len() == a.rows * b.cols && a.fits() && b.fits(), "gemm: shapes do not fit");
+    if dst.is_empty() {
+        return;
+    }
+    if a.cols == 0 {
+        if !accumulate {
+            dst.fill(0.0);
+        }
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // SAFETY: the asserts above keep every index gemm forms inside the three slices, and `dst`
+    // is borrowed mutably, so it overlaps neither input.
+    unsafe {
+        gemm::gemm(
+            a.rows,
+            b.cols,
+            a.cols,
+            dst.as_mut_ptr(),
+            1,
+            b.cols as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// Runs `f` on the contiguous f32 data of a CPU tensor, without copying it out.
+fn with_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> CResult<R>) -> CResult<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(s) => f(slice(s, layout, "kernel input")?),
+        _ => candle_core::bail!("fused kernels run on the CPU"),
+    }
+}
+
+// ---- Linear: y = x Wᵀ + b, and Linear + GELU ------------------------------------------------
+
+/// y = x Wᵀ + b for x (rows, ins), W (outs, ins): one product with the bias as its start value.
+fn linear_fwd(x: &[f32], w: &[f32], b: &[f32], rows: usize, ins: usize, outs: usize) -> Vec<f32> {
+    let mut y = Vec::with_capacity(rows * outs);
+    for _ in 0..rows {
+        y.extend_from_slice(b);
+    }
+    gemm_into(&mut y, true, View::rows(x, rows, ins), View::rows(w, outs, ins).t());
+    y
+}
+
+/// dx = dy·W, dW = dyᵀ·x, db = Σ_rows dy: two products (no transposed copies) and a column sum.
+fn linear_bwd(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    rows: usize,
+    ins: usize,
+    outs: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let dy_m = View::rows(dy, rows, outs);
+    let mut dx = vec![0f32; rows * ins];
+    gemm_into(&mut dx, false, dy_m, View::rows(w, outs, ins));
+    let mut dw = vec![0f32; outs * ins];
+    gemm_into(&mut dw, false, dy_m.t(), View::rows(x, rows, ins));
+    let db = dy
+        .par_chunks(outs * ROWS_PER_TASK)
+        .map(|rows| {
+            let mut acc = vec![0f32; outs];
+            for row in rows.chunks(outs) {
+                acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+            }
+            acc
+        })
+        .reduce(
+            || vec![0f32; outs],
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+                a
+            },
+        );
+    (dx, dw, db)
+}
+
+/// Checks x (…, ins), W (outs, ins), b (outs,); returns (rows, ins, outs) and y's shape.
+fn linear_dims(xl: &Layout, wl: &Layout, bl: &Layout) -> CResult<(usize, usize, usize, Shape)> {
+    let (outs, ins) = wl.shape().dims2()?;
+    if bl.shape().elem_count() != outs || xl.dims().last() != Some(&ins) {
+        candle_core::bail!("linear: input {:?}, weight {:?}, bias {:?}", xl.dims(), wl.dims(), bl.dims())
+    }
+    let mut dims = xl.dims().to_vec();
+    *dims.last_mut().expect("rank >= 1") = outs;
+    Ok((xl.shape().elem_count() / ins.max(1), ins, outs, Shape::from(dims)))
+}
+
+/// `torch.nn.Linear`, optionally followed by exact GELU in the same pass over the output.
+struct Linear {
+    gelu: bool,
+    /// With `gelu`: the pre-activation x Wᵀ + b, kept for backward.
+    pre: std::sync::Mutex<Vec<f32>>,
+}
+
+impl CustomOp3 for Linear {
     fn name(&self) -> &'static str {
-        "fused-attention-probs"
+        if self.gelu {
+            "fused-linear-gelu"
+        } else {
+            "fused-linear"
+        }
     }
 
-    fn cpu_fwd(&self, ss: &CpuStorage, sl: &Layout) -> CResult<(CpuStorage, Shape)> {
-        let s = slice(ss, sl, self.name())?;
-        let (queries, keys) = self.keys_of(sl.dims())?;
-        let per_batch = self.heads * queries;
-        let mut out = vec![0f32; s.len()];
-        out.par_chunks_mut(keys).zip(s.par_chunks(keys)).enumerate().with_min_len(ROWS_PER_TASK).for_each(
-            |(row, (p, s))| {
-                let b = row / per_batch;
-                self.softmax_row(s, &self.key_bias[b * keys..(b + 1) * keys], p);
-                if let Some(mask) = &self.dropout {
-                    p.iter_mut().zip(&mask[row * keys..(row + 1) * keys]).for_each(|(v, m)| *v *= m);
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let (x, w, b) = (slice(xs, xl, self.name())?, slice(ws, wl, self.name())?, slice(bs, bl, self.name())?);
+        let (rows, ins, outs, shape) = linear_dims(xl, wl, bl)?;
+        let pre = linear_fwd(x, w, b, rows, ins, outs);
+        if !self.gelu {
+            return Ok((CpuStorage::F32(pre), shape));
+        }
+        let mut y = vec![0f32; pre.len()];
+        y.par_chunks_mut(4096).zip(pre.par_chunks(4096)).for_each(|(y, x)| gelu_fwd(x, y));
+        *self.pre.lock().map_err(|_| candle_core::Error::Msg("linear: poisoned".into()))? = pre;
+        Ok((CpuStorage::F32(y), shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (rows, ins, outs, _) = linear_dims(x.layout(), w.layout(), b.layout())?;
+        let (dx, dw, db) = with_data(dy, |dy| {
+            with_data(x, |x| {
+                with_data(w, |w| {
+                    if !self.gelu {
+                        return Ok(linear_bwd(x, w, dy, rows, ins, outs));
+                    }
+                    let pre = self.pre.lock().map_err(|_| candle_core::Error::Msg("linear: poisoned".into()))?;
+                    if pre.len() != dy.len() {
+                        candle_core::bail!("linear-gelu: backward without its forward pass")
+                    }
+                    let mut dpre = vec![0f32; dy.len()];
+                    dpre.par_chunks_mut(4096)
+                        .zip(pre.par_chunks(4096).zip(dy.par_chunks(4096)))
+                        .for_each(|(dx, (x, dy))| gelu_bwd(x, dy, dx));
+                    Ok(linear_bwd(x, w, &dpre, rows, ins, outs))
+                })
+            })
+        })?;
+        let dev = x.device();
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), dev)?),
+            Some(Tensor::from_vec(dw, w.shape(), dev)?),
+            Some(Tensor::from_vec(db, b.shape(), dev)?),
+        ))
+    }
+}
+
+/// y = x Wᵀ + b over the last dimension of `x`; `w` is (out, in), `b` (out,).
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op3(w, b, Linear { gelu: false, pre: Default::default() })
+}
+
+/// GELU(x Wᵀ + b) (BERT's intermediate layer) in one op: the activation is applied as the
+/// product's output is read, and backward needs no separate GELU node.
+pub fn linear_gelu(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op3(w, b, Linear { gelu: true, pre: Default::default() })
+}
+
+// ---- dropout + residual ----------------------------------------------------------------------
+
+/// y = branch · keep + residual (a sub-layer's output dropout and its skip connection).
+struct ResidualDropout {
+    keep: Option<Arc<Vec<f32>>>,
+}
+
+impl CustomOp2 for ResidualDropout {
+    fn name(&self) -> &'static str {
+        "fused-residual-dropout"
+    }
+
+    fn cpu_fwd(&self, bs: &CpuStorage, bl: &Layout, rs: &CpuStorage, rl: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let (branch, residual) = (slice(bs, bl, self.name())?, slice(rs, rl, self.name())?);
+        if bl.dims() != rl.dims() || self.keep.as_ref().is_some_and(|k| k.len() != branch.len()) {
+            candle_core::bail!("residual: branch {:?}, residual {:?}", bl.dims(), rl.dims())
+        }
+        let mut y = vec![0f32; branch.len()];
+        y.par_chunks_mut(4096).zip(branch.par_chunks(4096).zip(residual.par_chunks(4096))).enumerate().for_each(
+            |(c, (y, (b, r)))| match &self.keep {
+                Some(k) => {
+                    let k = &k[c * 4096..][..y.len()];
+                    for i in 0..y.len() {
+                        y[i] = b[i] * k[i] + r[i];
+                    }
+                }
+                None => {
+                    for i in 0..y.len() {
+                        y[i] = b[i] + r[i];
+                    }
                 }
             },
         );
-        Ok((CpuStorage::F32(out), sl.shape().clone()))
+        Ok((CpuStorage::F32(y), bl.shape().clone()))
     }
 
-    /// With p recomputed from s: dp = dy · dropout; ds = scale · p · (dp − Σ dp · p).
-    fn bwd(&self, s: &Tensor, _out: &Tensor, dy: &Tensor) -> CResult<Option<Tensor>> {
-        let (sv, dyv) = (data(s)?, data(dy)?);
-        let (queries, keys) = self.keys_of(s.dims())?;
-        let per_batch = self.heads * queries;
-        let mut ds = vec![0f32; sv.len()];
-        ds.par_chunks_mut(keys)
-            .zip(sv.par_chunks(keys).zip(dyv.par_chunks(keys)))
-            .enumerate()
-            .with_min_len(ROWS_PER_TASK)
-            .for_each(|(row, (ds, (s, dy)))| {
-                let b = row / per_batch;
-                // ds doubles as the buffer for p.
-                self.softmax_row(s, &self.key_bias[b * keys..(b + 1) * keys], ds);
-                let drop = self.dropout.as_ref().map(|m| &m[row * keys..(row + 1) * keys]);
-                let dp = |j: usize| drop.map_or(dy[j], |m| dy[j] * m[j]);
-                let dot: f32 = (0..keys).map(|j| dp(j) * ds[j]).sum();
-                for j in 0..keys {
-                    ds[j] = self.scale * ds[j] * (dp(j) - dot);
-                }
-            });
-        Ok(Some(Tensor::from_vec(ds, s.shape(), s.device())?))
+    fn bwd(&self, branch: &Tensor, _r: &Tensor, _y: &Tensor, dy: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let d_branch = match &self.keep {
+            Some(k) => with_data(dy, |dy| {
+                let d: Vec<f32> = dy.par_iter().zip(k.par_iter()).map(|(d, k)| d * k).collect();
+                Tensor::from_vec(d, branch.shape(), branch.device())
+            })?,
+            None => dy.clone(),
+        };
+        Ok((Some(d_branch), Some(dy.clone())))
     }
 }
 
-/// Attention probabilities from raw scores q·kᵀ (batch, heads, queries, keys): scaled,
-/// key-masked by `key_bias` (batch·keys values, 0 or very negative), softmaxed, then multiplied
-/// by `dropout` (batch·heads·queries·keys values of 0 or 1/(1−p)) when training.
-pub fn attention_probs(
-    scores: &Tensor,
+/// `branch · keep + residual`, with `keep` the dropout mask (none in evaluation).
+pub fn residual_dropout(
+    branch: &Tensor,
+    residual: &Tensor,
+    keep: Option<Arc<Vec<f32>>>,
+) -> candle_core::Result<Tensor> {
+    branch.contiguous()?.apply_op2(&residual.contiguous()?, ResidualDropout { keep })
+}
+
+// ---- attention: scores, key mask, softmax, dropout, weighted sum -----------------------------
+
+/// Σ a·b with eight accumulators, so that the compiler vectorises it.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ac.zip(bc) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// y += s · x
+fn axpy(y: &mut [f32], s: f32, x: &[f32]) {
+    y.iter_mut().zip(x).for_each(|(y, x)| *y += s * x);
+}
+
+/// Multi-head self-attention after the projections: for each sentence and head,
+/// p = softmax(scale · q kᵀ + key_bias), context = (p · dropout) v. q, k, v and the context are
+/// (batch, seq, hidden) with head `h` in columns h·d..(h+1)·d, so no transposed copies are
+/// made; one task per sentence, the small per-head products done in place.
+struct Attention {
+    heads: usize,
+    scale: f32,
+    /// (batch, keys): 0, or a very negative number on padding.
+    key_bias: Arc<Vec<f32>>,
+    /// (batch, heads, queries, keys) keep/scale values, in training.
+    dropout: Option<Arc<Vec<f32>>>,
+    /// Softmax probabilities (batch, heads, queries, keys) from the forward pass, for backward.
+    probs: std::sync::Mutex<Vec<f32>>,
+}
+
+impl Attention {
+    fn dims(&self, l: &Layout) -> CResult<(usize, usize, usize, usize)> {
+        let (b, t, h) = l.shape().dims3()?;
+        if h % self.heads != 0 || self.key_bias.len() != b * t {
+            candle_core::bail!(
+                "attention: hidden {h} with {} heads, key mask of {} for {b}x{t}",
+                self.heads,
+                self.key_bias.len()
+            )
+        }
+        if self.dropout.as_ref().is_some_and(|m| m.len() != b * self.heads * t * t) {
+            candle_core::bail!("attention: dropout mask does not match {b}x{}x{t}x{t}", self.heads)
+        }
+        Ok((b, t, h, h / self.heads))
+    }
+}
+
+impl CustomOp3 for Attention {
+    fn name(&self) -> &'static str {
+        "fused-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        qs: &CpuStorage,
+        ql: &Layout,
+        ks: &CpuStorage,
+        kl: &Layout,
+        vs: &CpuStorage,
+        vl: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let (q, k, v) = (slice(qs, ql, self.name())?, slice(ks, kl, self.name())?, slice(vs, vl, self.name())?);
+        let (b, t, h, d) = self.dims(ql)?;
+        if kl.dims() != ql.dims() || vl.dims() != ql.dims() {
+            candle_core::bail!("attention: q {:?}, k {:?}, v {:?}", ql.dims(), kl.dims(), vl.dims())
+        }
+        let heads = self.heads;
+        let mut out = vec![0f32; b * t * h];
+        let mut probs = vec![0f32; b * heads * t * t];
+        out.par_chunks_mut(t * h).zip(probs.par_chunks_mut(heads * t * t)).enumerate().for_each(|(n, (out, probs))| {
+            let (q, k, v) = (&q[n * t * h..][..t * h], &k[n * t * h..][..t * h], &v[n * t * h..][..t * h]);
+            let bias = &self.key_bias[n * t..][..t];
+            for head in 0..heads {
+                let col = head * d;
+                for i in 0..t {
+                    let row = (head * t + i) * t;
+                    let p = &mut probs[row..row + t];
+                    let qi = &q[i * h + col..][..d];
+                    let mut max = f32::NEG_INFINITY;
+                    for j in 0..t {
+                        p[j] = self.scale * dot(qi, &k[j * h + col..][..d]) + bias[j];
+                        max = max.max(p[j]);
+                    }
+                    let mut sum = 0f32;
+                    for pj in p.iter_mut() {
+                        *pj = exp(*pj - max);
+                        sum += *pj;
+                    }
+                    let inv = 1.0 / sum;
+                    p.iter_mut().for_each(|pj| *pj *= inv);
+                    let keep = self.dropout.as_ref().map(|m| &m[n * heads * t * t + row..][..t]);
+                    let ctx = &mut out[i * h + col..][..d];
+                    for j in 0..t {
+                        let pj = keep.map_or(p[j], |m| p[j] * m[j]);
+                        if pj != 0.0 {
+                            axpy(ctx, pj, &v[j * h + col..][..d]);
+                        }
+                    }
+                }
+            }
+        });
+        *self.probs.lock().map_err(|_| candle_core::Error::Msg("attention: poisoned".into()))? = probs;
+        Ok((CpuStorage::F32(out), ql.shape().clone()))
+    }
+
+    /// With p' = p · keep: dv = p'ᵀ dc; dp = (dc vᵀ) · keep; ds = p · (dp − Σ dp · p);
+    /// dq = scale · ds k; dk = scale · dsᵀ q.
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _out: &Tensor,
+        dc: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (b, t, h, d) = self.dims(q.layout())?;
+        let heads = self.heads;
+        let probs = self.probs.lock().map_err(|_| candle_core::Error::Msg("attention: poisoned".into()))?;
+        if probs.len() != b * heads * t * t {
+            candle_core::bail!("attention: backward without its forward pass")
+        }
+        let (mut dq, mut dk, mut dv) = (vec![0f32; b * t * h], vec![0f32; b * t * h], vec![0f32; b * t * h]);
+        with_data(q, |q| {
+            with_data(k, |k| {
+                with_data(v, |v| {
+                    with_data(dc, |dc| {
+                        dq.par_chunks_mut(t * h)
+                            .zip(dk.par_chunks_mut(t * h))
+                            .zip(dv.par_chunks_mut(t * h))
+                            .enumerate()
+                            .for_each(|(n, ((dq, dk), dv))| {
+                                let at = n * t * h;
+                                let (q, k, v, dc) =
+                                    (&q[at..][..t * h], &k[at..][..t * h], &v[at..][..t * h], &dc[at..][..t * h]);
+                                let mut ds = vec![0f32; t];
+                                for head in 0..heads {
+                                    let col = head * d;
+                                    for i in 0..t {
+                                        let row = (head * t + i) * t;
+                                        let p = &probs[n * heads * t * t + row..][..t];
+                                        let keep = self.dropout.as_ref().map(|m| &m[n * heads * t * t + row..][..t]);
+                                        let dci = &dc[i * h + col..][..d];
+                                        let mut sum = 0f32;
+                                        for j in 0..t {
+                                            let m = keep.map_or(1.0, |m| m[j]);
+                                            if m != 0.0 {
+                                                axpy(&mut dv[j * h + col..][..d], p[j] * m, dci);
+                                                ds[j] = dot(dci, &v[j * h + col..][..d]) * m;
+                                            } else {
+                                                ds[j] = 0.0;
+                                            }
+                                            sum += ds[j] * p[j];
+                                        }
+                                        let qi = &q[i * h + col..][..d];
+                                        for j in 0..t {
+                                            let s = self.scale * p[j] * (ds[j] - sum);
+                                            if s != 0.0 {
+                                                axpy(&mut dq[i * h + col..][..d], s, &k[j * h + col..][..d]);
+                                                axpy(&mut dk[j * h + col..][..d], s, qi);
+                                            }
+                                        }
+                                    }
+                                }
+                            });
+                        Ok(())
+                    })
+                })
+            })
+        })?;
+        let dev = q.device();
+        Ok((
+            Some(Tensor::from_vec(dq, q.shape(), dev)?),
+            Some(Tensor::from_vec(dk, k.shape(), dev)?),
+            Some(Tensor::from_vec(dv, v.shape(), dev)?),
+        ))
+    }
+}
+
+/// Self-attention of q, k, v (batch, seq, hidden) split into `heads`: scaled scores, additive
+/// `key_bias` (batch·seq values, 0 or very negative), softmax, `dropout` (batch·heads·seq·seq
+/// keep/scale values) in training, weighted sum of v. Returns the context (batch, seq, hidden).
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
     scale: f64,
     key_bias: Arc<Vec<f32>>,
     dropout: Option<Arc<Vec<f32>>>,
 ) -> candle_core::Result<Tensor> {
-    let heads = scores.dim(1)?;
-    scores.contiguous()?.apply_op1(AttentionProbs { scale: scale as f32, heads, key_bias, dropout })
+    let op = Attention { heads, scale: scale as f32, key_bias, dropout, probs: Default::default() };
+    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)
 }
 
 // ---- GELU (exact, erf) -----------------------------------------------------------------------
-
-struct Gelu;
 
 /// 1/√(2π)
 const INV_SQRT_2PI: f32 = 0.398_942_3;
@@ -247,7 +647,7 @@ fn erf(x: f32) -> f32 {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
-    let y = 1.0 - poly * (-a * a).exp();
+    let y = 1.0 - poly * exp(-a * a);
     y.copysign(x)
 }
 
@@ -256,39 +656,19 @@ fn gelu_cdf(x: f32) -> f32 {
     (erf(x * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5
 }
 
-impl CustomOp1 for Gelu {
-    fn name(&self) -> &'static str {
-        "fused-gelu"
-    }
-
-    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> CResult<(CpuStorage, Shape)> {
-        let x = slice(xs, xl, self.name())?;
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(4096).zip(x.par_chunks(4096)).for_each(|(y, x)| {
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = x * gelu_cdf(x);
-            }
-        });
-        Ok((CpuStorage::F32(y), xl.shape().clone()))
-    }
-
-    /// d/dx x·Φ(x) = Φ(x) + x·φ(x).
-    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> CResult<Option<Tensor>> {
-        let (xv, dyv) = (data(x)?, data(dy)?);
-        let mut dx = vec![0f32; xv.len()];
-        dx.par_chunks_mut(4096).zip(xv.par_chunks(4096).zip(dyv.par_chunks(4096))).for_each(|(dx, (x, dy))| {
-            for i in 0..dx.len() {
-                let pdf = INV_SQRT_2PI * (-0.5 * x[i] * x[i]).exp();
-                dx[i] = dy[i] * (gelu_cdf(x[i]) + x[i] * pdf);
-            }
-        });
-        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+/// y = x·Φ(x), elementwise.
+fn gelu_fwd(x: &[f32], y: &mut [f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = x * gelu_cdf(x);
     }
 }
 
-/// Exact GELU, x·Φ(x) (transformers' "gelu").
-pub fn gelu(x: &Tensor) -> candle_core::Result<Tensor> {
-    x.contiguous()?.apply_op1(Gelu)
+/// dx = dy · (Φ(x) + x·φ(x)), elementwise.
+fn gelu_bwd(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    for i in 0..dx.len() {
+        let pdf = INV_SQRT_2PI * exp(-0.5 * x[i] * x[i]);
+        dx[i] = dy[i] * (gelu_cdf(x[i]) + x[i] * pdf);
+    }
 }
 
 // ---- dropout by a precomputed mask -----------------------------------------------------------
@@ -372,34 +752,75 @@ mod tests {
     }
 
     #[test]
-    fn attention_probs_match_the_composed_version_values_and_gradients() {
-        let (bsz, heads, t) = (2, 3, 7);
-        let s = var(&[bsz, heads, t, t], 4);
+    fn attention_matches_the_composed_version_values_and_gradients() {
+        let (bsz, heads, t, d) = (2, 3, 7, 8);
+        let h = heads * d;
+        let (q, k, v) = (var(&[bsz, t, h], 4), var(&[bsz, t, h], 14), var(&[bsz, t, h], 24));
         // Second sentence: last two keys are padding.
         let mut bias = vec![0f32; bsz * t];
         bias[t + 5] = f32::MIN;
         bias[t + 6] = f32::MIN;
         let keep: Vec<f32> =
             random(bsz * heads * t * t, 5).iter().map(|r| if *r > -1.0 { 1.0 / 0.75 } else { 0.0 }).collect();
-        let scale = 0.125;
+        let scale = 1.0 / (d as f64).sqrt();
         for dropout in [None, Some(Arc::new(keep.clone()))] {
-            let fused = attention_probs(s.as_tensor(), scale, Arc::new(bias.clone()), dropout.clone()).unwrap();
+            let fused = attention(
+                q.as_tensor(),
+                k.as_tensor(),
+                v.as_tensor(),
+                heads,
+                scale,
+                Arc::new(bias.clone()),
+                dropout.clone(),
+            )
+            .unwrap();
             let composed = {
+                let split = |x: &Var| x.as_tensor().reshape((bsz, t, heads, d)).unwrap().transpose(1, 2).unwrap();
+                let (qs, ks, vs) = (split(&q), split(&k), split(&v));
+                let s = qs.contiguous().unwrap().matmul(&ks.t().unwrap().contiguous().unwrap()).unwrap();
                 let m = Tensor::from_vec(bias.clone(), (bsz, 1, 1, t), &Device::Cpu).unwrap();
-                let z = (s.as_tensor() * scale).unwrap().broadcast_add(&m).unwrap();
+                let z = (s * scale).unwrap().broadcast_add(&m).unwrap();
                 let max = z.max_keepdim(D::Minus1).unwrap().detach();
                 let e = z.broadcast_sub(&max).unwrap().exp().unwrap();
                 let p = e.broadcast_div(&e.sum_keepdim(D::Minus1).unwrap()).unwrap();
-                match &dropout {
+                let p = match &dropout {
                     Some(k) => p.mul(&Tensor::from_vec(k.to_vec(), p.shape(), &Device::Cpu).unwrap()).unwrap(),
                     None => p,
-                }
+                };
+                let c = p.matmul(&vs.contiguous().unwrap()).unwrap();
+                c.transpose(1, 2).unwrap().reshape((bsz, t, h)).unwrap()
             };
-            assert!(max_diff(&fused, &composed) < 1e-6);
+            assert!(max_diff(&fused, &composed) < 1e-5);
             let gf = weighted_sum(&fused, 8).backward().unwrap();
             let gc = weighted_sum(&composed, 8).backward().unwrap();
-            let d = max_diff(gf.get(&s).unwrap(), gc.get(&s).unwrap());
-            assert!(d < 1e-5, "dscores differs by {d}");
+            for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+                let d = max_diff(gf.get(x).unwrap(), gc.get(x).unwrap());
+                assert!(d < 1e-4, "d{name} differs by {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn linear_matches_matmul_plus_bias_values_and_gradients() {
+        let (x, w, b) = (var(&[3, 5, 12], 31), var(&[7, 12], 32), var(&[7], 33));
+        let fused = linear(x.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap();
+        let composed = x
+            .as_tensor()
+            .reshape((15, 12))
+            .unwrap()
+            .matmul(&w.as_tensor().t().unwrap())
+            .unwrap()
+            .broadcast_add(b.as_tensor())
+            .unwrap()
+            .reshape((3, 5, 7))
+            .unwrap();
+        assert_eq!(fused.dims(), &[3, 5, 7]);
+        assert!(max_diff(&fused, &composed) < 1e-5);
+        let gf = weighted_sum(&fused, 34).backward().unwrap();
+        let gc = weighted_sum(&composed, 34).backward().unwrap();
+        for (name, v) in [("x", &x), ("w", &w), ("b", &b)] {
+            let d = max_diff(gf.get(v).unwrap(), gc.get(v).unwrap());
+            assert!(d < 1e-4, "d{name} differs by {d}");
         }
     }
 
@@ -413,14 +834,62 @@ mod tests {
     }
 
     #[test]
-    fn gelu_and_dropout_match_candle() {
-        let x = var(&[4, 33], 6);
-        let fused = gelu(x.as_tensor()).unwrap();
-        let composed = x.as_tensor().gelu_erf().unwrap();
-        assert!(max_diff(&fused, &composed) < 1e-6);
+    fn exp_is_within_3e7_relative_of_libm() {
+        let worst = (-87_000..=88_000)
+            .map(|i| i as f32 / 1000.0)
+            .map(|x| ((exp(x) - x.exp()) / x.exp()).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 3e-7, "exp differs by {worst}");
+        assert_eq!(exp(f32::MIN), 0.0);
+        assert_eq!(exp(0.0), 1.0);
+    }
+
+    #[test]
+    fn linear_gelu_matches_candle_values_and_gradients() {
+        let (x, w, b) = (var(&[2, 9, 16], 6), var(&[40, 16], 16), var(&[40], 26));
+        let fused = linear_gelu(x.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap();
+        let composed = x
+            .as_tensor()
+            .broadcast_matmul(&w.as_tensor().t().unwrap())
+            .unwrap()
+            .broadcast_add(b.as_tensor())
+            .unwrap()
+            .gelu_erf()
+            .unwrap();
+        assert!(max_diff(&fused, &composed) < 2e-5);
         let gf = weighted_sum(&fused, 7).backward().unwrap();
         let gc = weighted_sum(&composed, 7).backward().unwrap();
-        assert!(max_diff(gf.get(&x).unwrap(), gc.get(&x).unwrap()) < 1e-5);
+        for (name, v) in [("x", &x), ("w", &w), ("b", &b)] {
+            let d = max_diff(gf.get(v).unwrap(), gc.get(v).unwrap());
+            assert!(d < 2e-4, "d{name} differs by {d}");
+        }
+    }
+
+    #[test]
+    fn residual_dropout_matches_candle() {
+        let (branch, residual) = (var(&[3, 5000], 41), var(&[3, 5000], 42));
+        let keep: Vec<f32> = (0..15000).map(|i| if i % 7 == 0 { 0.0 } else { 1.0 / 0.9 }).collect();
+        for keep in [None, Some(Arc::new(keep))] {
+            let fused = residual_dropout(branch.as_tensor(), residual.as_tensor(), keep.clone()).unwrap();
+            let dropped = match &keep {
+                Some(k) => {
+                    branch.as_tensor().mul(&Tensor::from_vec(k.to_vec(), (3, 5000), &Device::Cpu).unwrap()).unwrap()
+                }
+                None => branch.as_tensor().clone(),
+            };
+            let composed = dropped.add(residual.as_tensor()).unwrap();
+            assert_eq!(max_diff(&fused, &composed), 0.0);
+            let gf = weighted_sum(&fused, 43).backward().unwrap();
+            let gc = weighted_sum(&composed, 43).backward().unwrap();
+            for v in [&branch, &residual] {
+                assert_eq!(max_diff(gf.get(v).unwrap(), gc.get(v).unwrap()), 0.0);
+            }
+        }
+    }
+
+    #[test]
+    fn dropout_matches_candle() {
+        let x = var(&[4, 33], 6);
 
         let mask: Vec<f32> = (0..132).map(|i| if i % 3 == 0 { 0.0 } else { 1.5 }).collect();
         let fused = mask_mul(x.as_tensor(), Arc::new(mask.clone())).unwrap();

@@ -161,6 +161,15 @@ fn dropout(x: &Tensor, p: f64, rng: &mut Option<&mut DropoutRng>) -> Result<Tens
     }
 }
 
+/// `residual + dropout(branch)` in one pass (training), `residual + branch` in evaluation.
+fn residual_dropout(branch: &Tensor, residual: &Tensor, p: f64, rng: &mut Option<&mut DropoutRng>) -> Result<Tensor> {
+    let keep = match rng {
+        Some(r) if p > 0.0 => Some(r.mask(branch.elem_count(), p)),
+        _ => None,
+    };
+    Ok(kernels::residual_dropout(branch, residual, keep)?)
+}
+
 /// `torch.nn.Linear`: y = x Wᵀ + b over the last dimension.
 pub struct Linear {
     pub weight: Var,
@@ -169,13 +178,7 @@ pub struct Linear {
 
 impl Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let (rows, inner) = (dims[..dims.len() - 1].iter().product::<usize>(), dims[dims.len() - 1]);
-        let y = x.reshape((rows, inner))?.matmul(&self.weight.as_tensor().t()?)?;
-        let y = y.broadcast_add(self.bias.as_tensor())?;
-        let mut out_dims = dims;
-        *out_dims.last_mut().expect("rank >= 1") = self.weight.dims()[0];
-        Ok(y.reshape(out_dims)?)
+        Ok(kernels::linear(x, self.weight.as_tensor(), self.bias.as_tensor())?)
     }
 }
 
@@ -292,21 +295,16 @@ impl TokenClassifier {
     ) -> Result<Tensor> {
         let (b, t, h) = x.dims3()?;
         let heads = self.config.num_attention_heads;
-        let hd = h / heads;
-        let split = |y: Tensor| -> Result<Tensor> { Ok(y.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous()?) };
-        let q = split(a.query.forward(x)?)?;
-        let k = split(a.key.forward(x)?)?;
-        let v = split(a.value.forward(x)?)?;
-        let scores = q.matmul(&k.t()?.contiguous()?)?; // (b, heads, t, t)
+        let (q, k, v) = (a.query.forward(x)?, a.key.forward(x)?, a.value.forward(x)?);
         let p = self.config.attention_probs_dropout_prob;
         let drop_mask = match rng {
-            Some(r) if p > 0.0 => Some(r.mask(scores.elem_count(), p)),
+            Some(r) if p > 0.0 => Some(r.mask(b * heads * t * t, p)),
             _ => None,
         };
-        let probs = kernels::attention_probs(&scores, 1.0 / (hd as f64).sqrt(), key_bias.clone(), drop_mask)?;
-        let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?; // (b, t, h)
-        let out = dropout(&a.output.forward(&context)?, self.config.hidden_dropout_prob, rng)?;
-        a.layer_norm.forward(&out.add(x)?)
+        let scale = 1.0 / ((h / heads) as f64).sqrt();
+        let context = kernels::attention(&q, &k, &v, heads, scale, key_bias.clone(), drop_mask)?;
+        let out = residual_dropout(&a.output.forward(&context)?, x, self.config.hidden_dropout_prob, rng)?;
+        a.layer_norm.forward(&out)
     }
 
     fn layer(
@@ -317,9 +315,10 @@ impl TokenClassifier {
         rng: &mut Option<&mut DropoutRng>,
     ) -> Result<Tensor> {
         let x = self.attention(&l.attention, x, key_bias, rng)?;
-        let inner = kernels::gelu(&l.intermediate.forward(&x)?)?;
-        let out = dropout(&l.output.forward(&inner)?, self.config.hidden_dropout_prob, rng)?;
-        l.layer_norm.forward(&out.add(&x)?)
+        let i = &l.intermediate;
+        let inner = kernels::linear_gelu(&x, i.weight.as_tensor(), i.bias.as_tensor())?;
+        let out = residual_dropout(&l.output.forward(&inner)?, &x, self.config.hidden_dropout_prob, rng)?;
+        l.layer_norm.forward(&out)
     }
 
     /// The encoder's last hidden states (batch, seq, hidden).
