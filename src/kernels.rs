@@ -191,6 +191,12 @@ impl<'a> View<'a> {
 /// `dst` (row-major a.rows × b.cols) = a·b, or += a·b with `accumulate`, on gemm's
 /// micro-kernels (AVX-512 where present) over rayon's threads.
 fn gemm_into(dst: &mut [f32], accumulate: bool, a: View, b: View) {
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    gemm_with(dst, accumulate, a, b, parallelism)
+}
+
+fn gemm_with(dst: &mut [f32], accumulate: bool, a: View, b: View, parallelism: gemm::Parallelism) {
     assert!(a.cols == b.rows && dst.len() == a.rows * b.cols && a.fits() && b.fits(), "gemm: shapes do not fit");
     if dst.is_empty() {
         return;
@@ -201,8 +207,6 @@ fn gemm_into(dst: &mut [f32], accumulate: bool, a: View, b: View) {
         }
         return;
     }
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     // SAFETY: the asserts above keep every index gemm forms inside the three slices, and `dst`
     // is borrowed mutably, so it overlaps neither input.
     unsafe {
@@ -228,6 +232,11 @@ fn gemm_into(dst: &mut [f32], accumulate: bool, a: View, b: View) {
             parallelism,
         )
     }
+}
+
+/// `gemm_into` on the calling thread: for the many small products inside a parallel task.
+fn gemm_local(dst: &mut [f32], accumulate: bool, a: View, b: View) {
+    gemm_with(dst, accumulate, a, b, gemm::Parallelism::None)
 }
 
 /// Runs `f` on the contiguous f32 data of a CPU tensor, without copying it out.
@@ -439,28 +448,10 @@ pub fn residual_dropout(
 
 // ---- attention: scores, key mask, softmax, dropout, weighted sum -----------------------------
 
-/// Σ a·b with eight accumulators, so that the compiler vectorises it.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ac.zip(bc) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// y += s · x
-fn axpy(y: &mut [f32], s: f32, x: &[f32]) {
-    y.iter_mut().zip(x).for_each(|(y, x)| *y += s * x);
-}
-
 /// Multi-head self-attention after the projections: for each sentence and head,
 /// p = softmax(scale · q kᵀ + key_bias), context = (p · dropout) v. q, k, v and the context are
 /// (batch, seq, hidden) with head `h` in columns h·d..(h+1)·d, so no transposed copies are
-/// made; one task per sentence, the small per-head products done in place.
+/// made; one task per sentence, the small per-head products on gemm's kernels in that task.
 struct Attention {
     heads: usize,
     scale: f32,
@@ -514,32 +505,37 @@ impl CustomOp3 for Attention {
         out.par_chunks_mut(t * h).zip(probs.par_chunks_mut(heads * t * t)).enumerate().for_each(|(n, (out, probs))| {
             let (q, k, v) = (&q[n * t * h..][..t * h], &k[n * t * h..][..t * h], &v[n * t * h..][..t * h]);
             let bias = &self.key_bias[n * t..][..t];
+            let (mut kept, mut ctx) = (vec![0f32; t * t], vec![0f32; t * d]);
             for head in 0..heads {
                 let col = head * d;
-                for i in 0..t {
-                    let row = (head * t + i) * t;
-                    let p = &mut probs[row..row + t];
-                    let qi = &q[i * h + col..][..d];
+                let p = &mut probs[head * t * t..][..t * t];
+                // Head columns of (t, h) rows, read in place.
+                gemm_local(p, false, head_view(q, col, t, d, h), head_view(k, col, t, d, h).t());
+                for row in p.chunks_mut(t) {
                     let mut max = f32::NEG_INFINITY;
                     for j in 0..t {
-                        p[j] = self.scale * dot(qi, &k[j * h + col..][..d]) + bias[j];
-                        max = max.max(p[j]);
+                        row[j] = self.scale * row[j] + bias[j];
+                        max = max.max(row[j]);
                     }
                     let mut sum = 0f32;
-                    for pj in p.iter_mut() {
+                    for pj in row.iter_mut() {
                         *pj = exp(*pj - max);
                         sum += *pj;
                     }
                     let inv = 1.0 / sum;
-                    p.iter_mut().for_each(|pj| *pj *= inv);
-                    let keep = self.dropout.as_ref().map(|m| &m[n * heads * t * t + row..][..t]);
-                    let ctx = &mut out[i * h + col..][..d];
-                    for j in 0..t {
-                        let pj = keep.map_or(p[j], |m| p[j] * m[j]);
-                        if pj != 0.0 {
-                            axpy(ctx, pj, &v[j * h + col..][..d]);
-                        }
+                    row.iter_mut().for_each(|pj| *pj *= inv);
+                }
+                let p: &[f32] = match &self.dropout {
+                    Some(m) => {
+                        let m = &m[(n * heads + head) * t * t..][..t * t];
+                        kept.iter_mut().zip(p.iter().zip(m)).for_each(|(o, (p, m))| *o = p * m);
+                        &kept
                     }
+                    None => p,
+                };
+                gemm_local(&mut ctx, false, View::rows(p, t, t), head_view(v, col, t, d, h));
+                for (i, c) in ctx.chunks(d).enumerate() {
+                    out[i * h + col..][..d].copy_from_slice(c);
                 }
             }
         });
@@ -576,34 +572,48 @@ impl CustomOp3 for Attention {
                                 let at = n * t * h;
                                 let (q, k, v, dc) =
                                     (&q[at..][..t * h], &k[at..][..t * h], &v[at..][..t * h], &dc[at..][..t * h]);
-                                let mut ds = vec![0f32; t];
+                                let (mut kept, mut ds, mut grad) =
+                                    (vec![0f32; t * t], vec![0f32; t * t], vec![0f32; t * d]);
                                 for head in 0..heads {
                                     let col = head * d;
+                                    let p = &probs[(n * heads + head) * t * t..][..t * t];
+                                    let keep = self.dropout.as_ref().map(|m| &m[(n * heads + head) * t * t..][..t * t]);
+                                    let kept: &[f32] = match keep {
+                                        Some(m) => {
+                                            kept.iter_mut().zip(p.iter().zip(m)).for_each(|(o, (p, m))| *o = p * m);
+                                            &kept
+                                        }
+                                        None => p,
+                                    };
+                                    // dv = p'ᵀ dc
+                                    gemm_local(
+                                        &mut grad,
+                                        false,
+                                        View::rows(kept, t, t).t(),
+                                        head_view(dc, col, t, d, h),
+                                    );
+                                    scatter_head(dv, &grad, col, h, d);
+                                    // dp' = dc vᵀ, then ds in place.
+                                    gemm_local(
+                                        &mut ds,
+                                        false,
+                                        head_view(dc, col, t, d, h),
+                                        head_view(v, col, t, d, h).t(),
+                                    );
                                     for i in 0..t {
-                                        let row = (head * t + i) * t;
-                                        let p = &probs[n * heads * t * t + row..][..t];
-                                        let keep = self.dropout.as_ref().map(|m| &m[n * heads * t * t + row..][..t]);
-                                        let dci = &dc[i * h + col..][..d];
-                                        let mut sum = 0f32;
-                                        for j in 0..t {
-                                            let m = keep.map_or(1.0, |m| m[j]);
-                                            if m != 0.0 {
-                                                axpy(&mut dv[j * h + col..][..d], p[j] * m, dci);
-                                                ds[j] = dot(dci, &v[j * h + col..][..d]) * m;
-                                            } else {
-                                                ds[j] = 0.0;
-                                            }
-                                            sum += ds[j] * p[j];
+                                        let row = &mut ds[i * t..][..t];
+                                        let pr = &p[i * t..][..t];
+                                        if let Some(m) = keep {
+                                            row.iter_mut().zip(&m[i * t..][..t]).for_each(|(g, m)| *g *= m);
                                         }
-                                        let qi = &q[i * h + col..][..d];
-                                        for j in 0..t {
-                                            let s = self.scale * p[j] * (ds[j] - sum);
-                                            if s != 0.0 {
-                                                axpy(&mut dq[i * h + col..][..d], s, &k[j * h + col..][..d]);
-                                                axpy(&mut dk[j * h + col..][..d], s, qi);
-                                            }
-                                        }
+                                        let dot: f32 = row.iter().zip(pr).map(|(g, p)| g * p).sum();
+                                        row.iter_mut().zip(pr).for_each(|(g, p)| *g = self.scale * p * (*g - dot));
                                     }
+                                    // dq = ds k, dk = dsᵀ q
+                                    gemm_local(&mut grad, false, View::rows(&ds, t, t), head_view(k, col, t, d, h));
+                                    scatter_head(dq, &grad, col, h, d);
+                                    gemm_local(&mut grad, false, View::rows(&ds, t, t).t(), head_view(q, col, t, d, h));
+                                    scatter_head(dk, &grad, col, h, d);
                                 }
                             });
                         Ok(())
@@ -617,6 +627,18 @@ impl CustomOp3 for Attention {
             Some(Tensor::from_vec(dk, k.shape(), dev)?),
             Some(Tensor::from_vec(dv, v.shape(), dev)?),
         ))
+    }
+}
+
+/// Columns col..col + d of a (t, h) matrix: one head, read in place.
+fn head_view(x: &[f32], col: usize, t: usize, d: usize, h: usize) -> View<'_> {
+    View { data: &x[col..], rows: t, cols: d, rs: h, cs: 1 }
+}
+
+/// Writes a (t, d) block into columns col..col + d of a (t, h) matrix.
+fn scatter_head(dst: &mut [f32], block: &[f32], col: usize, h: usize, d: usize) {
+    for (i, row) in block.chunks(d).enumerate() {
+        dst[i * h + col..][..d].copy_from_slice(row);
     }
 }
 
@@ -643,6 +665,7 @@ const INV_SQRT_2PI: f32 = 0.398_942_3;
 
 /// erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7, < 1e-6 in f32): branch-light,
 /// where libm's `erff` took 8% of a training step in the profile.
+#[inline(always)]
 fn erf(x: f32) -> f32 {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
@@ -652,22 +675,52 @@ fn erf(x: f32) -> f32 {
 }
 
 /// Φ(x), the standard normal CDF.
+#[inline(always)]
 fn gelu_cdf(x: f32) -> f32 {
     (erf(x * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5
 }
 
-/// y = x·Φ(x), elementwise.
-fn gelu_fwd(x: &[f32], y: &mut [f32]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y = x * gelu_cdf(x);
+/// Compiles an element loop twice: for baseline x86-64 (4-wide SSE2, what the crate targets)
+/// and for AVX-512 (16-wide), picked at run time. Elementwise results are the same bits
+/// (no reassociation, no contraction); only the width changes.
+macro_rules! multiversion {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+        $(#[$doc])*
+        fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn generic($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx2")]
+                unsafe fn wide($($arg: $ty),*) {
+                    generic($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl") {
+                    // SAFETY: the CPU has the features `wide` was compiled for.
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            generic($($arg),*)
+        }
+    };
+}
+
+multiversion! {
+    /// y = x·Φ(x), elementwise.
+    fn gelu_fwd(x: &[f32], y: &mut [f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = x * gelu_cdf(x);
+        }
     }
 }
 
-/// dx = dy · (Φ(x) + x·φ(x)), elementwise.
-fn gelu_bwd(x: &[f32], dy: &[f32], dx: &mut [f32]) {
-    for i in 0..dx.len() {
-        let pdf = INV_SQRT_2PI * exp(-0.5 * x[i] * x[i]);
-        dx[i] = dy[i] * (gelu_cdf(x[i]) + x[i] * pdf);
+multiversion! {
+    /// dx = dy · (Φ(x) + x·φ(x)), elementwise.
+    fn gelu_bwd(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+        for (dx, (&x, &dy)) in dx.iter_mut().zip(x.iter().zip(dy)) {
+            let pdf = INV_SQRT_2PI * exp(-0.5 * x * x);
+            *dx = dy * (gelu_cdf(x) + x * pdf);
+        }
     }
 }
 

@@ -63,6 +63,20 @@ pub struct AdamW {
     pub config: AdamWConfig,
     pub step: u64,
     pub moments: Vec<Moments>,
+    /// Per parameter, for those updated from sparse rows: which rows are still untouched.
+    lazy: Vec<Option<Untouched>>,
+}
+
+/// The rows of a sparsely updated table that have never had a gradient (their moments are 0).
+/// AdamW only decays such a row, p ← p·(1 − lr·wd), so instead of reading and writing 96 M
+/// embedding values every step the decay is kept as one pending factor and applied when the
+/// row is first touched or by `flush` (before evaluation and saving). This is the same update
+/// (up to the rounding of one product instead of several), at the cost of the touched rows only.
+struct Untouched {
+    /// `still[r]`: row r's moments are all zero.
+    still: Vec<bool>,
+    /// Π(1 − lr·wd) over the steps since the untouched rows were last brought up to date.
+    pending: f64,
 }
 
 /// Runs `f` on a contiguous f32 CPU tensor's data.
@@ -91,8 +105,9 @@ pub fn grad_norm(params: &[(String, Var)], grads: &GradStore, sparse: &[(usize, 
 enum GradSource<'a> {
     /// A dense tensor, handed to the op by candle.
     Dense,
-    /// Touched rows only: `slot[row]` indexes `rows.grad`, -1 for untouched rows.
-    Sparse { rows: &'a SparseRows, slot: Vec<i32> },
+    /// Touched rows only: `slot[row]` indexes `rows.grad`, -1 for rows without a gradient;
+    /// rows never touched only accumulate their decay in `untouched`.
+    Sparse { rows: &'a SparseRows, slot: Vec<i32>, untouched: std::sync::Mutex<&'a mut Untouched> },
 }
 
 /// The update of one parameter, run in place on its storage by candle.
@@ -159,19 +174,62 @@ impl Update<'_> {
                 .zip(g.par_chunks(CHUNK))
                 .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
                 .for_each(|((p, g), (m, v))| update(p, Some(g), m, v)),
-            (GradSource::Sparse { rows, slot }, None) => {
+            (GradSource::Sparse { rows, slot, untouched }, None) => {
                 let w = rows.width;
+                let mut untouched =
+                    untouched.lock().map_err(|_| candle_core::Error::Msg("untouched rows lock poisoned".into()))?;
+                let pending = untouched.pending as f32;
                 p.par_chunks_mut(w)
                     .zip(m.par_chunks_mut(w).zip(v.par_chunks_mut(w)))
+                    .zip(untouched.still.par_iter_mut())
                     .enumerate()
                     .with_min_len(256)
-                    .for_each(|(r, (p, (m, v)))| {
+                    .for_each(|(r, ((p, (m, v)), still))| {
                         let g = usize::try_from(slot[r]).ok().map(|s| &rows.grad[s * w..(s + 1) * w]);
+                        if *still {
+                            // A row whose moments stay zero only decays: leave that to `pending`.
+                            match g {
+                                Some(g) if g.iter().any(|&x| x != 0.0) => {
+                                    if pending != 1.0 {
+                                        p.iter_mut().for_each(|x| *x *= pending);
+                                    }
+                                    *still = false;
+                                }
+                                _ => return,
+                            }
+                        }
                         update(p, g, m, v)
-                    })
+                    });
+                untouched.pending *= decay_factor as f64;
             }
             _ => candle_core::bail!("fused-adamw: gradient source mismatch"),
         }
+        Ok(())
+    }
+}
+
+/// Multiplies the rows marked in `still` by `factor`, in place.
+struct ScaleRows<'a> {
+    still: &'a [bool],
+    factor: f32,
+}
+
+impl candle_core::InplaceOp1 for ScaleRows<'_> {
+    fn name(&self) -> &'static str {
+        "scale-untouched-rows"
+    }
+
+    fn cpu_fwd(&self, param: &mut CpuStorage, pl: &Layout) -> candle_core::Result<()> {
+        let (CpuStorage::F32(p), Some((ps, pe))) = (param, pl.contiguous_offsets()) else {
+            candle_core::bail!("scale-untouched-rows: contiguous f32 parameters only")
+        };
+        let p = &mut p[ps..pe];
+        let width = p.len() / self.still.len().max(1);
+        p.par_chunks_mut(width).zip(self.still.par_iter()).with_min_len(256).for_each(|(row, &still)| {
+            if still {
+                row.iter_mut().for_each(|x| *x *= self.factor);
+            }
+        });
         Ok(())
     }
 }
@@ -182,7 +240,29 @@ impl AdamW {
             .iter()
             .map(|(_, v)| Moments { m: vec![0.0; v.elem_count()], v: vec![0.0; v.elem_count()] })
             .collect();
-        AdamW { config, step: 0, moments }
+        AdamW::from_moments(config, 0, moments)
+    }
+
+    /// An optimizer resumed at `step` with saved moments.
+    pub fn from_moments(config: AdamWConfig, step: u64, moments: Vec<Moments>) -> Self {
+        let lazy = moments.iter().map(|_| None).collect();
+        AdamW { config, step, moments, lazy }
+    }
+
+    /// Applies the pending decay to every untouched row, so that the parameters hold their
+    /// exact values (call before reading them: evaluation, checkpoints).
+    pub fn flush(&mut self, params: &[(String, Var)]) -> Result<()> {
+        for ((_, var), lazy) in params.iter().zip(self.lazy.iter_mut()) {
+            let Some(lazy) = lazy else { continue };
+            if lazy.pending == 1.0 {
+                continue;
+            }
+            let factor = lazy.pending as f32;
+            let still = &lazy.still;
+            var.as_tensor().inplace_op1(&ScaleRows { still, factor })?;
+            lazy.pending = 1.0;
+        }
+        Ok(())
     }
 
     /// One update at learning rate `lr`, gradients scaled by `grad_scale` (clipping).
@@ -201,7 +281,9 @@ impl AdamW {
         let t = self.step as i32;
         let bias1 = 1.0 - c.beta1.powi(t);
         let bias2 = 1.0 - c.beta2.powi(t);
-        for (index, ((name, var), moments)) in params.iter().zip(self.moments.iter_mut()).enumerate() {
+        for (index, (((name, var), moments), lazy)) in
+            params.iter().zip(self.moments.iter_mut()).zip(self.lazy.iter_mut()).enumerate()
+        {
             let dense = grads.get(var);
             let sparse_rows = sparse.iter().find(|(i, _)| *i == index).map(|(_, r)| *r);
             let source = match (dense, sparse_rows) {
@@ -211,7 +293,17 @@ impl AdamW {
                     for (s, &r) in rows.rows.iter().enumerate() {
                         slot[r as usize] = s as i32;
                     }
-                    GradSource::Sparse { rows, slot }
+                    let width = rows.width;
+                    let untouched = lazy.get_or_insert_with(|| Untouched {
+                        still: moments
+                            .m
+                            .chunks(width)
+                            .zip(moments.v.chunks(width))
+                            .map(|(m, v)| m.iter().chain(v).all(|&x| x == 0.0))
+                            .collect(),
+                        pending: 1.0,
+                    });
+                    GradSource::Sparse { rows, slot, untouched: std::sync::Mutex::new(untouched) }
                 }
                 (None, None) => continue,
             };
@@ -316,9 +408,24 @@ mod tests {
             let empty = sparse_w.as_tensor().detach().sum_all().unwrap().backward().unwrap();
             sparse_opt.step(&sparse_params, &empty, &[(0, &sparse)], 1e-2, 0.5).unwrap();
         }
+        // Untouched rows (all but 3, 500..503 and 999) hold their decay as a pending factor.
+        let b = sparse_w.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(
+            b,
+            init.iter()
+                .enumerate()
+                .map(|(i, &x)| if [3, 500, 501, 502, 503, 999].contains(&(i / width)) { b[i] } else { x })
+                .collect::<Vec<_>>()
+        );
+        sparse_opt.flush(&sparse_params).unwrap();
         let a = dense_w.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let b = sparse_w.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert_eq!(a, b);
+        let worst = a.iter().zip(&b).map(|(a, b)| ((a - b) / a.abs().max(1e-3)).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-6, "sparse and dense updates differ by {worst} (relative)");
+        // Rows touched from the first step on take the very same path as the dense update.
+        for r in [3usize, 999] {
+            assert_eq!(a[r * width..(r + 1) * width], b[r * width..(r + 1) * width]);
+        }
     }
 
     #[test]

@@ -173,7 +173,8 @@ fn log_metrics(out: &Path, value: serde_json::Value) -> Result<()> {
 
 /// Saves model + tokenizer + optimizer + state as `out/checkpoint-<step>`, atomically (built
 /// under a temporary name, then renamed), and removes older checkpoints.
-fn save_checkpoint(run: &Run, opt: &AdamW, state: &TrainerState) -> Result<PathBuf> {
+fn save_checkpoint(run: &Run, opt: &mut AdamW, state: &TrainerState) -> Result<PathBuf> {
+    opt.flush(&run.model.params)?;
     let final_dir = run.out.join(format!("checkpoint-{}", state.global_step));
     let tmp = run.out.join(format!(".checkpoint-{}.partial", state.global_step));
     let _ = std::fs::remove_dir_all(&tmp);
@@ -270,11 +271,11 @@ pub fn load_training_state(dir: &Path, model: &TokenClassifier) -> Result<(AdamW
         moments.push(Moments { m: get(&format!("m.{name}"))?, v: get(&format!("v.{name}"))? });
     }
     let step = value["optimizer_step"].as_u64().unwrap_or(state.global_step as u64);
-    let opt = AdamW {
-        config: AdamWConfig { weight_decay: state.options.weight_decay, ..AdamWConfig::default() },
+    let opt = AdamW::from_moments(
+        AdamWConfig { weight_decay: state.options.weight_decay, ..AdamWConfig::default() },
         step,
         moments,
-    };
+    );
     Ok((opt, state))
 }
 
@@ -332,6 +333,10 @@ pub fn train(run: &mut Run, options: &TrainOptions, resume: Option<(AdamW, Train
                 state.epoch_loss_steps += 1;
                 logged["loss"] = serde_json::json!(step.loss);
                 logged["grad_norm"] = serde_json::json!(step.grad_norm);
+                // Where the step's time went (the rest is batching and logging).
+                logged["forward_seconds"] = serde_json::json!(step.forward);
+                logged["backward_seconds"] = serde_json::json!(step.backward);
+                logged["optimizer_seconds"] = serde_json::json!(step.optimizer);
             }
             state.global_step += 1;
             state.step_in_epoch += 1;
@@ -346,7 +351,7 @@ pub fn train(run: &mut Run, options: &TrainOptions, resume: Option<(AdamW, Train
             bar.inc(1);
             let last_of_epoch = state.step_in_epoch == batches.len();
             if options.save_steps > 0 && state.global_step % options.save_steps == 0 && !last_of_epoch {
-                save_checkpoint(run, &opt, &state)?;
+                save_checkpoint(run, &mut opt, &state)?;
             }
             if run.halt_after_steps == Some(steps_this_process) && !last_of_epoch {
                 bar.abandon();
@@ -354,6 +359,7 @@ pub fn train(run: &mut Run, options: &TrainOptions, resume: Option<(AdamW, Train
             }
         }
         bar.finish_and_clear();
+        opt.flush(&run.model.params)?;
         let eval = evaluate(&run.model, run.validation, &run.labels, options.batch_size, run.show_progress)?;
         let row = EpochRow {
             epoch: state.epoch + 1,
@@ -377,11 +383,12 @@ pub fn train(run: &mut Run, options: &TrainOptions, resume: Option<(AdamW, Train
         state.step_in_epoch = 0;
         state.epoch_loss_sum = 0.0;
         state.epoch_loss_steps = 0;
-        save_checkpoint(run, &opt, &state)?;
+        save_checkpoint(run, &mut opt, &state)?;
         if run.halt_after_steps == Some(steps_this_process) && state.epoch < options.epochs {
             return Err(Error::Usage(format!("halted after {steps_this_process} steps (--halt-after-steps)")));
         }
     }
+    opt.flush(&run.model.params)?;
     save_model_dir(&run.model, &run.tokenizer_json, &run.out)?;
     Ok(state.rows)
 }
