@@ -449,9 +449,11 @@ pub fn residual_dropout(
 // ---- attention: scores, key mask, softmax, dropout, weighted sum -----------------------------
 
 /// Multi-head self-attention after the projections: for each sentence and head,
-/// p = softmax(scale · q kᵀ + key_bias), context = (p · dropout) v. q, k, v and the context are
-/// (batch, seq, hidden) with head `h` in columns h·d..(h+1)·d, so no transposed copies are
-/// made; one task per sentence, the small per-head products on gemm's kernels in that task.
+/// p = softmax(scale · q kᵀ + key_bias), context = (p · dropout) v. The input is the packed
+/// projection (batch, seq, 3·hidden) — q, k, v side by side, as one product makes them — with
+/// head `h` in columns h·d..(h+1)·d of each third, read in place (no transposed copies); the
+/// context is (batch, seq, hidden). One task per sentence, the small per-head products on
+/// gemm's kernels in that task.
 struct Attention {
     heads: usize,
     scale: f32,
@@ -464,11 +466,13 @@ struct Attention {
 }
 
 impl Attention {
+    /// (batch, seq, hidden, head width) of a packed (batch, seq, 3·hidden) input.
     fn dims(&self, l: &Layout) -> CResult<(usize, usize, usize, usize)> {
-        let (b, t, h) = l.shape().dims3()?;
-        if h % self.heads != 0 || self.key_bias.len() != b * t {
+        let (b, t, h3) = l.shape().dims3()?;
+        let h = h3 / 3;
+        if h3 % 3 != 0 || h % self.heads != 0 || self.key_bias.len() != b * t {
             candle_core::bail!(
-                "attention: hidden {h} with {} heads, key mask of {} for {b}x{t}",
+                "attention: packed width {h3} with {} heads, key mask of {} for {b}x{t}",
                 self.heads,
                 self.key_bias.len()
             )
@@ -480,37 +484,30 @@ impl Attention {
     }
 }
 
-impl CustomOp3 for Attention {
+impl CustomOp1 for Attention {
     fn name(&self) -> &'static str {
         "fused-attention"
     }
 
-    fn cpu_fwd(
-        &self,
-        qs: &CpuStorage,
-        ql: &Layout,
-        ks: &CpuStorage,
-        kl: &Layout,
-        vs: &CpuStorage,
-        vl: &Layout,
-    ) -> CResult<(CpuStorage, Shape)> {
-        let (q, k, v) = (slice(qs, ql, self.name())?, slice(ks, kl, self.name())?, slice(vs, vl, self.name())?);
-        let (b, t, h, d) = self.dims(ql)?;
-        if kl.dims() != ql.dims() || vl.dims() != ql.dims() {
-            candle_core::bail!("attention: q {:?}, k {:?}, v {:?}", ql.dims(), kl.dims(), vl.dims())
-        }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let qkv = slice(s, l, self.name())?;
+        let (b, t, h, d) = self.dims(l)?;
         let heads = self.heads;
         let mut out = vec![0f32; b * t * h];
         let mut probs = vec![0f32; b * heads * t * t];
         out.par_chunks_mut(t * h).zip(probs.par_chunks_mut(heads * t * t)).enumerate().for_each(|(n, (out, probs))| {
-            let (q, k, v) = (&q[n * t * h..][..t * h], &k[n * t * h..][..t * h], &v[n * t * h..][..t * h]);
+            let x = &qkv[n * t * 3 * h..][..t * 3 * h];
             let bias = &self.key_bias[n * t..][..t];
             let (mut kept, mut ctx) = (vec![0f32; t * t], vec![0f32; t * d]);
             for head in 0..heads {
                 let col = head * d;
+                let (q, k, v) = (
+                    head_view(x, col, t, d, 3 * h),
+                    head_view(x, h + col, t, d, 3 * h),
+                    head_view(x, 2 * h + col, t, d, 3 * h),
+                );
                 let p = &mut probs[head * t * t..][..t * t];
-                // Head columns of (t, h) rows, read in place.
-                gemm_local(p, false, head_view(q, col, t, d, h), head_view(k, col, t, d, h).t());
+                gemm_local(p, false, q, k.t());
                 for row in p.chunks_mut(t) {
                     let mut max = f32::NEG_INFINITY;
                     for j in 0..t {
@@ -533,129 +530,100 @@ impl CustomOp3 for Attention {
                     }
                     None => p,
                 };
-                gemm_local(&mut ctx, false, View::rows(p, t, t), head_view(v, col, t, d, h));
-                for (i, c) in ctx.chunks(d).enumerate() {
-                    out[i * h + col..][..d].copy_from_slice(c);
-                }
+                gemm_local(&mut ctx, false, View::rows(p, t, t), v);
+                scatter_head(out, &ctx, col, h, d);
             }
         });
         *self.probs.lock().map_err(|_| candle_core::Error::Msg("attention: poisoned".into()))? = probs;
-        Ok((CpuStorage::F32(out), ql.shape().clone()))
+        Ok((CpuStorage::F32(out), Shape::from((b, t, h))))
     }
 
     /// With p' = p · keep: dv = p'ᵀ dc; dp = (dc vᵀ) · keep; ds = p · (dp − Σ dp · p);
-    /// dq = scale · ds k; dk = scale · dsᵀ q.
-    fn bwd(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        _out: &Tensor,
-        dc: &Tensor,
-    ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (b, t, h, d) = self.dims(q.layout())?;
+    /// dq = scale · ds k; dk = scale · dsᵀ q. Returned packed as the input.
+    fn bwd(&self, qkv: &Tensor, _out: &Tensor, dc: &Tensor) -> CResult<Option<Tensor>> {
+        let (b, t, h, d) = self.dims(qkv.layout())?;
         let heads = self.heads;
         let probs = self.probs.lock().map_err(|_| candle_core::Error::Msg("attention: poisoned".into()))?;
         if probs.len() != b * heads * t * t {
             candle_core::bail!("attention: backward without its forward pass")
         }
-        let (mut dq, mut dk, mut dv) = (vec![0f32; b * t * h], vec![0f32; b * t * h], vec![0f32; b * t * h]);
-        with_data(q, |q| {
-            with_data(k, |k| {
-                with_data(v, |v| {
-                    with_data(dc, |dc| {
-                        dq.par_chunks_mut(t * h)
-                            .zip(dk.par_chunks_mut(t * h))
-                            .zip(dv.par_chunks_mut(t * h))
-                            .enumerate()
-                            .for_each(|(n, ((dq, dk), dv))| {
-                                let at = n * t * h;
-                                let (q, k, v, dc) =
-                                    (&q[at..][..t * h], &k[at..][..t * h], &v[at..][..t * h], &dc[at..][..t * h]);
-                                let (mut kept, mut ds, mut grad) =
-                                    (vec![0f32; t * t], vec![0f32; t * t], vec![0f32; t * d]);
-                                for head in 0..heads {
-                                    let col = head * d;
-                                    let p = &probs[(n * heads + head) * t * t..][..t * t];
-                                    let keep = self.dropout.as_ref().map(|m| &m[(n * heads + head) * t * t..][..t * t]);
-                                    let kept: &[f32] = match keep {
-                                        Some(m) => {
-                                            kept.iter_mut().zip(p.iter().zip(m)).for_each(|(o, (p, m))| *o = p * m);
-                                            &kept
-                                        }
-                                        None => p,
-                                    };
-                                    // dv = p'ᵀ dc
-                                    gemm_local(
-                                        &mut grad,
-                                        false,
-                                        View::rows(kept, t, t).t(),
-                                        head_view(dc, col, t, d, h),
-                                    );
-                                    scatter_head(dv, &grad, col, h, d);
-                                    // dp' = dc vᵀ, then ds in place.
-                                    gemm_local(
-                                        &mut ds,
-                                        false,
-                                        head_view(dc, col, t, d, h),
-                                        head_view(v, col, t, d, h).t(),
-                                    );
-                                    for i in 0..t {
-                                        let row = &mut ds[i * t..][..t];
-                                        let pr = &p[i * t..][..t];
-                                        if let Some(m) = keep {
-                                            row.iter_mut().zip(&m[i * t..][..t]).for_each(|(g, m)| *g *= m);
-                                        }
-                                        let dot: f32 = row.iter().zip(pr).map(|(g, p)| g * p).sum();
-                                        row.iter_mut().zip(pr).for_each(|(g, p)| *g = self.scale * p * (*g - dot));
-                                    }
-                                    // dq = ds k, dk = dsᵀ q
-                                    gemm_local(&mut grad, false, View::rows(&ds, t, t), head_view(k, col, t, d, h));
-                                    scatter_head(dq, &grad, col, h, d);
-                                    gemm_local(&mut grad, false, View::rows(&ds, t, t).t(), head_view(q, col, t, d, h));
-                                    scatter_head(dk, &grad, col, h, d);
-                                }
-                            });
-                        Ok(())
-                    })
-                })
+        let mut dqkv = vec![0f32; b * t * 3 * h];
+        with_data(qkv, |qkv| {
+            with_data(dc, |dc| {
+                dqkv.par_chunks_mut(t * 3 * h).enumerate().for_each(|(n, dx)| {
+                    let x = &qkv[n * t * 3 * h..][..t * 3 * h];
+                    let dc = &dc[n * t * h..][..t * h];
+                    let (mut kept, mut ds, mut grad) = (vec![0f32; t * t], vec![0f32; t * t], vec![0f32; t * d]);
+                    for head in 0..heads {
+                        let col = head * d;
+                        let (q, k, v) = (
+                            head_view(x, col, t, d, 3 * h),
+                            head_view(x, h + col, t, d, 3 * h),
+                            head_view(x, 2 * h + col, t, d, 3 * h),
+                        );
+                        let dch = head_view(dc, col, t, d, h);
+                        let p = &probs[(n * heads + head) * t * t..][..t * t];
+                        let keep = self.dropout.as_ref().map(|m| &m[(n * heads + head) * t * t..][..t * t]);
+                        let kept: &[f32] = match keep {
+                            Some(m) => {
+                                kept.iter_mut().zip(p.iter().zip(m)).for_each(|(o, (p, m))| *o = p * m);
+                                &kept
+                            }
+                            None => p,
+                        };
+                        // dv = p'ᵀ dc
+                        gemm_local(&mut grad, false, View::rows(kept, t, t).t(), dch);
+                        scatter_head(dx, &grad, 2 * h + col, 3 * h, d);
+                        // dp' = dc vᵀ, then ds in place.
+                        gemm_local(&mut ds, false, dch, v.t());
+                        for i in 0..t {
+                            let row = &mut ds[i * t..][..t];
+                            let pr = &p[i * t..][..t];
+                            if let Some(m) = keep {
+                                row.iter_mut().zip(&m[i * t..][..t]).for_each(|(g, m)| *g *= m);
+                            }
+                            let dot: f32 = row.iter().zip(pr).map(|(g, p)| g * p).sum();
+                            row.iter_mut().zip(pr).for_each(|(g, p)| *g = self.scale * p * (*g - dot));
+                        }
+                        // dq = ds k, dk = dsᵀ q
+                        gemm_local(&mut grad, false, View::rows(&ds, t, t), k);
+                        scatter_head(dx, &grad, col, 3 * h, d);
+                        gemm_local(&mut grad, false, View::rows(&ds, t, t).t(), q);
+                        scatter_head(dx, &grad, h + col, 3 * h, d);
+                    }
+                });
+                Ok(())
             })
         })?;
-        let dev = q.device();
-        Ok((
-            Some(Tensor::from_vec(dq, q.shape(), dev)?),
-            Some(Tensor::from_vec(dk, k.shape(), dev)?),
-            Some(Tensor::from_vec(dv, v.shape(), dev)?),
-        ))
+        Ok(Some(Tensor::from_vec(dqkv, qkv.shape(), qkv.device())?))
     }
 }
 
-/// Columns col..col + d of a (t, h) matrix: one head, read in place.
-fn head_view(x: &[f32], col: usize, t: usize, d: usize, h: usize) -> View<'_> {
-    View { data: &x[col..], rows: t, cols: d, rs: h, cs: 1 }
+/// Columns col..col + d of a (t, width) matrix: one head, read in place.
+fn head_view(x: &[f32], col: usize, t: usize, d: usize, width: usize) -> View<'_> {
+    View { data: &x[col..], rows: t, cols: d, rs: width, cs: 1 }
 }
 
-/// Writes a (t, d) block into columns col..col + d of a (t, h) matrix.
-fn scatter_head(dst: &mut [f32], block: &[f32], col: usize, h: usize, d: usize) {
+/// Writes a (t, d) block into columns col..col + d of a (t, width) matrix.
+fn scatter_head(dst: &mut [f32], block: &[f32], col: usize, width: usize, d: usize) {
     for (i, row) in block.chunks(d).enumerate() {
-        dst[i * h + col..][..d].copy_from_slice(row);
+        dst[i * width + col..][..d].copy_from_slice(row);
     }
 }
 
-/// Self-attention of q, k, v (batch, seq, hidden) split into `heads`: scaled scores, additive
-/// `key_bias` (batch·seq values, 0 or very negative), softmax, `dropout` (batch·heads·seq·seq
-/// keep/scale values) in training, weighted sum of v. Returns the context (batch, seq, hidden).
+/// Self-attention of the packed projection `qkv` (batch, seq, 3·hidden: q, k, v side by side)
+/// split into `heads`: scaled scores, additive `key_bias` (batch·seq values, 0 or very
+/// negative), softmax, `dropout` (batch·heads·seq·seq keep/scale values) in training, weighted
+/// sum of v. Returns the context (batch, seq, hidden).
 pub fn attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
+    qkv: &Tensor,
     heads: usize,
     scale: f64,
     key_bias: Arc<Vec<f32>>,
     dropout: Option<Arc<Vec<f32>>>,
 ) -> candle_core::Result<Tensor> {
     let op = Attention { heads, scale: scale as f32, key_bias, dropout, probs: Default::default() };
-    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+    qkv.contiguous()?.apply_op1(op)
 }
 
 // ---- GELU (exact, erf) -----------------------------------------------------------------------
@@ -817,16 +785,8 @@ mod tests {
             random(bsz * heads * t * t, 5).iter().map(|r| if *r > -1.0 { 1.0 / 0.75 } else { 0.0 }).collect();
         let scale = 1.0 / (d as f64).sqrt();
         for dropout in [None, Some(Arc::new(keep.clone()))] {
-            let fused = attention(
-                q.as_tensor(),
-                k.as_tensor(),
-                v.as_tensor(),
-                heads,
-                scale,
-                Arc::new(bias.clone()),
-                dropout.clone(),
-            )
-            .unwrap();
+            let qkv = Tensor::cat(&[q.as_tensor(), k.as_tensor(), v.as_tensor()], 2).unwrap();
+            let fused = attention(&qkv, heads, scale, Arc::new(bias.clone()), dropout.clone()).unwrap();
             let composed = {
                 let split = |x: &Var| x.as_tensor().reshape((bsz, t, heads, d)).unwrap().transpose(1, 2).unwrap();
                 let (qs, ks, vs) = (split(&q), split(&k), split(&v));

@@ -295,14 +295,18 @@ impl TokenClassifier {
     ) -> Result<Tensor> {
         let (b, t, h) = x.dims3()?;
         let heads = self.config.num_attention_heads;
-        let (q, k, v) = (a.query.forward(x)?, a.key.forward(x)?, a.value.forward(x)?);
+        // One product for q, k and v (a wider product runs closer to the GEMM's peak, and x
+        // gets one gradient contribution instead of three).
+        let w = Tensor::cat(&[a.query.weight.as_tensor(), a.key.weight.as_tensor(), a.value.weight.as_tensor()], 0)?;
+        let bias = Tensor::cat(&[a.query.bias.as_tensor(), a.key.bias.as_tensor(), a.value.bias.as_tensor()], 0)?;
+        let qkv = kernels::linear(x, &w, &bias)?;
         let p = self.config.attention_probs_dropout_prob;
         let drop_mask = match rng {
             Some(r) if p > 0.0 => Some(r.mask(b * heads * t * t, p)),
             _ => None,
         };
         let scale = 1.0 / ((h / heads) as f64).sqrt();
-        let context = kernels::attention(&q, &k, &v, heads, scale, key_bias.clone(), drop_mask)?;
+        let context = kernels::attention(&qkv, heads, scale, key_bias.clone(), drop_mask)?;
         let out = residual_dropout(&a.output.forward(&context)?, x, self.config.hidden_dropout_prob, rng)?;
         a.layer_norm.forward(&out)
     }
