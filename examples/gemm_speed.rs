@@ -35,7 +35,7 @@ fn run(m: usize, n: usize, k: usize, a_t: bool, b_t: bool) -> (f64, f64) {
                 false,
                 false,
                 false,
-                gemm::Parallelism::Rayon(rayon::current_num_threads()),
+                par(),
             );
         }
         best = best.min(t.elapsed().as_secs_f64());
@@ -65,13 +65,21 @@ fn run(m: usize, n: usize, k: usize, a_t: bool, b_t: bool) -> (f64, f64) {
                     false,
                     false,
                     false,
-                    gemm::Parallelism::Rayon(rayon::current_num_threads()),
+                    par(),
                 );
             }
         }
     }
     let cold = 2.0 * (m * n * k) as f64 * 96.0 / t.elapsed().as_secs_f64() / 1e9;
     (hot, cold)
+}
+
+fn par() -> gemm::Parallelism {
+    match std::env::var("GEMM_THREADS").ok().and_then(|v| v.parse().ok()) {
+        Some(1) => gemm::Parallelism::None,
+        Some(n) => gemm::Parallelism::Rayon(n),
+        None => gemm::Parallelism::Rayon(rayon::current_num_threads()),
+    }
 }
 
 fn main() {

@@ -448,39 +448,68 @@ pub fn residual_dropout(
 
 // ---- attention: scores, key mask, softmax, dropout, weighted sum -----------------------------
 
-/// Multi-head self-attention after the projections: for each sentence and head,
-/// p = softmax(scale · q kᵀ + key_bias), context = (p · dropout) v. The input is the packed
-/// projection (batch, seq, 3·hidden) — q, k, v side by side, as one product makes them — with
-/// head `h` in columns h·d..(h+1)·d of each third, read in place (no transposed copies); the
-/// context is (batch, seq, hidden). One task per sentence, the small per-head products on
-/// gemm's kernels in that task.
+/// Multi-head self-attention after the projections, over packed sentences: for each sentence
+/// (its `lens[i]` rows, one after another, no padding) and head, p = softmax(scale · q kᵀ),
+/// context = (p · dropout) v. The input is the packed projection (tokens, 3·hidden) — q, k, v
+/// side by side, as one product makes them — with head `h` in columns h·d..(h+1)·d of each
+/// third, read in place (no transposed copies); the context is (tokens, hidden). One task per
+/// sentence, the small per-head products on gemm's kernels in that task.
 struct Attention {
     heads: usize,
     scale: f32,
-    /// (batch, keys): 0, or a very negative number on padding.
-    key_bias: Arc<Vec<f32>>,
-    /// (batch, heads, queries, keys) keep/scale values, in training.
+    /// Tokens of each sentence; they sum to the input's rows.
+    lens: Arc<Vec<usize>>,
+    /// Keep/scale values, per sentence (heads, t, t), sentences one after another, in training.
     dropout: Option<Arc<Vec<f32>>>,
-    /// Softmax probabilities (batch, heads, queries, keys) from the forward pass, for backward.
+    /// Softmax probabilities from the forward pass, laid out as `dropout`, for backward.
     probs: std::sync::Mutex<Vec<f32>>,
 }
 
+/// Splits `data` into consecutive mutable pieces of the given sizes.
+fn split_sizes(mut data: &mut [f32], sizes: impl Iterator<Item = usize>) -> Vec<&mut [f32]> {
+    let mut out = vec![];
+    for n in sizes {
+        let (head, rest) = std::mem::take(&mut data).split_at_mut(n);
+        out.push(head);
+        data = rest;
+    }
+    out
+}
+
 impl Attention {
-    /// (batch, seq, hidden, head width) of a packed (batch, seq, 3·hidden) input.
-    fn dims(&self, l: &Layout) -> CResult<(usize, usize, usize, usize)> {
-        let (b, t, h3) = l.shape().dims3()?;
+    /// (tokens, hidden, head width) of a packed (tokens, 3·hidden) input.
+    fn dims(&self, l: &Layout) -> CResult<(usize, usize, usize)> {
+        let (n, h3) = l.shape().dims2()?;
         let h = h3 / 3;
-        if h3 % 3 != 0 || h % self.heads != 0 || self.key_bias.len() != b * t {
+        if h3 % 3 != 0 || h % self.heads != 0 || self.lens.iter().sum::<usize>() != n {
             candle_core::bail!(
-                "attention: packed width {h3} with {} heads, key mask of {} for {b}x{t}",
+                "attention: packed width {h3} with {} heads, {n} rows for sentences {:?}",
                 self.heads,
-                self.key_bias.len()
+                self.lens
             )
         }
-        if self.dropout.as_ref().is_some_and(|m| m.len() != b * self.heads * t * t) {
-            candle_core::bail!("attention: dropout mask does not match {b}x{}x{t}x{t}", self.heads)
+        if self.dropout.as_ref().is_some_and(|m| m.len() != self.probs_len()) {
+            candle_core::bail!("attention: dropout mask does not match the sentences")
         }
-        Ok((b, t, h, h / self.heads))
+        Ok((n, h, h / self.heads))
+    }
+
+    fn probs_len(&self) -> usize {
+        self.heads * self.lens.iter().map(|t| t * t).sum::<usize>()
+    }
+
+    /// Per sentence: (first row, its tokens, offset of its probabilities).
+    fn sentences(&self) -> Vec<(usize, usize, usize)> {
+        let (mut row, mut at) = (0, 0);
+        self.lens
+            .iter()
+            .map(|&t| {
+                let s = (row, t, at);
+                row += t;
+                at += self.heads * t * t;
+                s
+            })
+            .collect()
     }
 }
 
@@ -491,13 +520,14 @@ impl CustomOp1 for Attention {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
         let qkv = slice(s, l, self.name())?;
-        let (b, t, h, d) = self.dims(l)?;
+        let (n, h, d) = self.dims(l)?;
         let heads = self.heads;
-        let mut out = vec![0f32; b * t * h];
-        let mut probs = vec![0f32; b * heads * t * t];
-        out.par_chunks_mut(t * h).zip(probs.par_chunks_mut(heads * t * t)).enumerate().for_each(|(n, (out, probs))| {
-            let x = &qkv[n * t * 3 * h..][..t * 3 * h];
-            let bias = &self.key_bias[n * t..][..t];
+        let mut out = vec![0f32; n * h];
+        let mut probs = vec![0f32; self.probs_len()];
+        let outs = split_sizes(&mut out, self.lens.iter().map(|t| t * h));
+        let prob_parts = split_sizes(&mut probs, self.lens.iter().map(|t| heads * t * t));
+        outs.into_par_iter().zip(prob_parts).zip(self.sentences()).for_each(|((out, probs), (row, t, at))| {
+            let x = &qkv[row * 3 * h..][..t * 3 * h];
             let (mut kept, mut ctx) = (vec![0f32; t * t], vec![0f32; t * d]);
             for head in 0..heads {
                 let col = head * d;
@@ -510,9 +540,9 @@ impl CustomOp1 for Attention {
                 gemm_local(p, false, q, k.t());
                 for row in p.chunks_mut(t) {
                     let mut max = f32::NEG_INFINITY;
-                    for j in 0..t {
-                        row[j] = self.scale * row[j] + bias[j];
-                        max = max.max(row[j]);
+                    for pj in row.iter_mut() {
+                        *pj *= self.scale;
+                        max = max.max(*pj);
                     }
                     let mut sum = 0f32;
                     for pj in row.iter_mut() {
@@ -524,7 +554,7 @@ impl CustomOp1 for Attention {
                 }
                 let p: &[f32] = match &self.dropout {
                     Some(m) => {
-                        let m = &m[(n * heads + head) * t * t..][..t * t];
+                        let m = &m[at + head * t * t..][..t * t];
                         kept.iter_mut().zip(p.iter().zip(m)).for_each(|(o, (p, m))| *o = p * m);
                         &kept
                     }
@@ -535,24 +565,25 @@ impl CustomOp1 for Attention {
             }
         });
         *self.probs.lock().map_err(|_| candle_core::Error::Msg("attention: poisoned".into()))? = probs;
-        Ok((CpuStorage::F32(out), Shape::from((b, t, h))))
+        Ok((CpuStorage::F32(out), Shape::from((n, h))))
     }
 
     /// With p' = p · keep: dv = p'ᵀ dc; dp = (dc vᵀ) · keep; ds = p · (dp − Σ dp · p);
     /// dq = scale · ds k; dk = scale · dsᵀ q. Returned packed as the input.
     fn bwd(&self, qkv: &Tensor, _out: &Tensor, dc: &Tensor) -> CResult<Option<Tensor>> {
-        let (b, t, h, d) = self.dims(qkv.layout())?;
+        let (n, h, d) = self.dims(qkv.layout())?;
         let heads = self.heads;
         let probs = self.probs.lock().map_err(|_| candle_core::Error::Msg("attention: poisoned".into()))?;
-        if probs.len() != b * heads * t * t {
+        if probs.len() != self.probs_len() {
             candle_core::bail!("attention: backward without its forward pass")
         }
-        let mut dqkv = vec![0f32; b * t * 3 * h];
+        let mut dqkv = vec![0f32; n * 3 * h];
         with_data(qkv, |qkv| {
             with_data(dc, |dc| {
-                dqkv.par_chunks_mut(t * 3 * h).enumerate().for_each(|(n, dx)| {
-                    let x = &qkv[n * t * 3 * h..][..t * 3 * h];
-                    let dc = &dc[n * t * h..][..t * h];
+                let parts = split_sizes(&mut dqkv, self.lens.iter().map(|t| t * 3 * h));
+                parts.into_par_iter().zip(self.sentences()).for_each(|(dx, (row, t, at))| {
+                    let x = &qkv[row * 3 * h..][..t * 3 * h];
+                    let dc = &dc[row * h..][..t * h];
                     let (mut kept, mut ds, mut grad) = (vec![0f32; t * t], vec![0f32; t * t], vec![0f32; t * d]);
                     for head in 0..heads {
                         let col = head * d;
@@ -562,8 +593,8 @@ impl CustomOp1 for Attention {
                             head_view(x, 2 * h + col, t, d, 3 * h),
                         );
                         let dch = head_view(dc, col, t, d, h);
-                        let p = &probs[(n * heads + head) * t * t..][..t * t];
-                        let keep = self.dropout.as_ref().map(|m| &m[(n * heads + head) * t * t..][..t * t]);
+                        let p = &probs[at + head * t * t..][..t * t];
+                        let keep = self.dropout.as_ref().map(|m| &m[at + head * t * t..][..t * t]);
                         let kept: &[f32] = match keep {
                             Some(m) => {
                                 kept.iter_mut().zip(p.iter().zip(m)).for_each(|(o, (p, m))| *o = p * m);
@@ -611,18 +642,18 @@ fn scatter_head(dst: &mut [f32], block: &[f32], col: usize, width: usize, d: usi
     }
 }
 
-/// Self-attention of the packed projection `qkv` (batch, seq, 3·hidden: q, k, v side by side)
-/// split into `heads`: scaled scores, additive `key_bias` (batch·seq values, 0 or very
-/// negative), softmax, `dropout` (batch·heads·seq·seq keep/scale values) in training, weighted
-/// sum of v. Returns the context (batch, seq, hidden).
+/// Self-attention of packed sentences: `qkv` is (tokens, 3·hidden), q, k, v side by side,
+/// the sentences' rows one after another (`lens` tokens each, no padding), split into `heads`:
+/// scaled scores, softmax within each sentence, `dropout` (per sentence heads·t·t keep/scale
+/// values) in training, weighted sum of v. Returns the context (tokens, hidden).
 pub fn attention(
     qkv: &Tensor,
     heads: usize,
     scale: f64,
-    key_bias: Arc<Vec<f32>>,
+    lens: Arc<Vec<usize>>,
     dropout: Option<Arc<Vec<f32>>>,
 ) -> candle_core::Result<Tensor> {
-    let op = Attention { heads, scale: scale as f32, key_bias, dropout, probs: Default::default() };
+    let op = Attention { heads, scale: scale as f32, lens, dropout, probs: Default::default() };
     qkv.contiguous()?.apply_op1(op)
 }
 
@@ -773,20 +804,33 @@ mod tests {
     }
 
     #[test]
-    fn attention_matches_the_composed_version_values_and_gradients() {
+    fn attention_matches_the_padded_composed_version_values_and_gradients() {
         let (bsz, heads, t, d) = (2, 3, 7, 8);
         let h = heads * d;
+        let lens = [7usize, 5]; // the second sentence has two padded slots
         let (q, k, v) = (var(&[bsz, t, h], 4), var(&[bsz, t, h], 14), var(&[bsz, t, h], 24));
-        // Second sentence: last two keys are padding.
         let mut bias = vec![0f32; bsz * t];
         bias[t + 5] = f32::MIN;
         bias[t + 6] = f32::MIN;
-        let keep: Vec<f32> =
+        let real: Vec<u32> = (0..bsz * t).filter(|&i| bias[i] == 0.0).map(|i| i as u32).collect();
+        let real_index = Tensor::from_vec(real.clone(), real.len(), &Device::Cpu).unwrap();
+        let keep_padded: Vec<f32> =
             random(bsz * heads * t * t, 5).iter().map(|r| if *r > -1.0 { 1.0 / 0.75 } else { 0.0 }).collect();
+        // The same keep values, laid out per sentence (heads, len, len).
+        let mut keep_packed = vec![];
+        for (n, &len) in lens.iter().enumerate() {
+            for head in 0..heads {
+                for i in 0..len {
+                    let at = ((n * heads + head) * t + i) * t;
+                    keep_packed.extend_from_slice(&keep_padded[at..at + len]);
+                }
+            }
+        }
         let scale = 1.0 / (d as f64).sqrt();
-        for dropout in [None, Some(Arc::new(keep.clone()))] {
+        for (packed_keep, padded_keep) in [(None, None), (Some(Arc::new(keep_packed)), Some(keep_padded))] {
             let qkv = Tensor::cat(&[q.as_tensor(), k.as_tensor(), v.as_tensor()], 2).unwrap();
-            let fused = attention(&qkv, heads, scale, Arc::new(bias.clone()), dropout.clone()).unwrap();
+            let qkv = qkv.reshape((bsz * t, 3 * h)).unwrap().index_select(&real_index, 0).unwrap();
+            let fused = attention(&qkv, heads, scale, Arc::new(lens.to_vec()), packed_keep).unwrap();
             let composed = {
                 let split = |x: &Var| x.as_tensor().reshape((bsz, t, heads, d)).unwrap().transpose(1, 2).unwrap();
                 let (qs, ks, vs) = (split(&q), split(&k), split(&v));
@@ -796,13 +840,14 @@ mod tests {
                 let max = z.max_keepdim(D::Minus1).unwrap().detach();
                 let e = z.broadcast_sub(&max).unwrap().exp().unwrap();
                 let p = e.broadcast_div(&e.sum_keepdim(D::Minus1).unwrap()).unwrap();
-                let p = match &dropout {
+                let p = match &padded_keep {
                     Some(k) => p.mul(&Tensor::from_vec(k.to_vec(), p.shape(), &Device::Cpu).unwrap()).unwrap(),
                     None => p,
                 };
                 let c = p.matmul(&vs.contiguous().unwrap()).unwrap();
-                c.transpose(1, 2).unwrap().reshape((bsz, t, h)).unwrap()
+                c.transpose(1, 2).unwrap().reshape((bsz * t, h)).unwrap().index_select(&real_index, 0).unwrap()
             };
+            assert_eq!(fused.dims(), &[12, h]);
             assert!(max_diff(&fused, &composed) < 1e-5);
             let gf = weighted_sum(&fused, 8).backward().unwrap();
             let gc = weighted_sum(&composed, 8).backward().unwrap();

@@ -269,19 +269,67 @@ pub struct Batch {
     pub position_ids: Tensor,
 }
 
+/// Where a padded batch's real tokens are: the encoder runs on them alone, packed row after
+/// row (padding is 7–60 % of a batch's slots; nothing of it reaches a real token's output, since
+/// padded keys are masked, so computing it is pure waste). Only attention needs the sentence
+/// boundaries, and it gets them as lengths.
+pub struct Packing {
+    /// Flat (batch·seq) indices of the real tokens, row-major.
+    pub real: Vec<u32>,
+    /// Real tokens of each sentence.
+    pub lens: Arc<Vec<usize>>,
+    /// For each padded slot (batch·seq): its packed row, or `real.len()` (a zero row) for padding.
+    pub slot_row: Vec<u32>,
+    pub batch: usize,
+    pub seq: usize,
+}
+
+impl Packing {
+    pub fn new(batch: &Batch) -> Result<Self> {
+        let (b, t) = batch.attention_mask.dims2()?;
+        let mask: Vec<u32> = batch.attention_mask.flatten_all()?.to_vec1()?;
+        let real: Vec<u32> = (0..b * t).filter(|&i| mask[i] != 0).map(|i| i as u32).collect();
+        let lens = Arc::new(mask.chunks(t.max(1)).map(|row| row.iter().filter(|&&m| m != 0).count()).collect());
+        let mut slot_row = vec![real.len() as u32; b * t];
+        for (row, &slot) in real.iter().enumerate() {
+            slot_row[slot as usize] = row as u32;
+        }
+        Ok(Packing { real, lens, slot_row, batch: b, seq: t })
+    }
+
+    /// Packed rows (n, …) back to (batch, seq, …), zeros on padding.
+    pub fn unpack(&self, x: &Tensor) -> Result<Tensor> {
+        let width = x.dim(1)?;
+        let zero = Tensor::zeros((1, width), x.dtype(), x.device())?;
+        let index = Tensor::from_vec(self.slot_row.clone(), self.slot_row.len(), x.device())?;
+        Ok(Tensor::cat(&[x, &zero], 0)?.index_select(&index, 0)?.reshape((self.batch, self.seq, width))?)
+    }
+
+    /// The real tokens' values of a (batch, seq) tensor, flattened.
+    fn select(&self, x: &Tensor) -> Result<Tensor> {
+        let index = Tensor::from_vec(self.real.clone(), self.real.len(), x.device())?;
+        Ok(x.flatten_all()?.index_select(&index, 0)?)
+    }
+}
+
 impl TokenClassifier {
-    fn embed(&self, batch: &Batch, words: Option<&Var>, rng: &mut Option<&mut DropoutRng>) -> Result<Tensor> {
+    /// Embeddings of the real tokens, packed (n, hidden).
+    fn embed(
+        &self,
+        batch: &Batch,
+        packing: &Packing,
+        words: Option<&Var>,
+        rng: &mut Option<&mut DropoutRng>,
+    ) -> Result<Tensor> {
         let e = &self.embeddings;
-        let (b, t) = batch.input_ids.dims2()?;
-        let h = self.config.hidden_size;
         let words = match words {
             Some(rows) => rows.as_tensor().clone(),
-            None => e.word.as_tensor().index_select(&batch.input_ids.flatten_all()?, 0)?,
+            None => e.word.as_tensor().index_select(&packing.select(&batch.input_ids)?, 0)?,
         };
-        let positions = e.position.as_tensor().index_select(&batch.position_ids.flatten_all()?, 0)?;
+        let positions = e.position.as_tensor().index_select(&packing.select(&batch.position_ids)?, 0)?;
         // Token type ids are all 0 for single sentences: row 0 for every position.
         let token_type = e.token_type.as_tensor().narrow(0, 0, 1)?;
-        let x = words.add(&positions)?.broadcast_add(&token_type)?.reshape((b, t, h))?;
+        let x = words.add(&positions)?.broadcast_add(&token_type)?;
         let x = e.layer_norm.forward(&x)?;
         dropout(&x, self.config.hidden_dropout_prob, rng)
     }
@@ -290,10 +338,10 @@ impl TokenClassifier {
         &self,
         a: &Attention,
         x: &Tensor,
-        key_bias: &Arc<Vec<f32>>,
+        lens: &Arc<Vec<usize>>,
         rng: &mut Option<&mut DropoutRng>,
     ) -> Result<Tensor> {
-        let (b, t, h) = x.dims3()?;
+        let h = x.dim(1)?;
         let heads = self.config.num_attention_heads;
         // One product for q, k and v (a wider product runs closer to the GEMM's peak, and x
         // gets one gradient contribution instead of three).
@@ -302,11 +350,11 @@ impl TokenClassifier {
         let qkv = kernels::linear(x, &w, &bias)?;
         let p = self.config.attention_probs_dropout_prob;
         let drop_mask = match rng {
-            Some(r) if p > 0.0 => Some(r.mask(b * heads * t * t, p)),
+            Some(r) if p > 0.0 => Some(r.mask(heads * lens.iter().map(|n| n * n).sum::<usize>(), p)),
             _ => None,
         };
         let scale = 1.0 / ((h / heads) as f64).sqrt();
-        let context = kernels::attention(&qkv, heads, scale, key_bias.clone(), drop_mask)?;
+        let context = kernels::attention(&qkv, heads, scale, lens.clone(), drop_mask)?;
         let out = residual_dropout(&a.output.forward(&context)?, x, self.config.hidden_dropout_prob, rng)?;
         a.layer_norm.forward(&out)
     }
@@ -315,52 +363,66 @@ impl TokenClassifier {
         &self,
         l: &Layer,
         x: &Tensor,
-        key_bias: &Arc<Vec<f32>>,
+        lens: &Arc<Vec<usize>>,
         rng: &mut Option<&mut DropoutRng>,
     ) -> Result<Tensor> {
-        let x = self.attention(&l.attention, x, key_bias, rng)?;
+        let x = self.attention(&l.attention, x, lens, rng)?;
         let i = &l.intermediate;
         let inner = kernels::linear_gelu(&x, i.weight.as_tensor(), i.bias.as_tensor())?;
         let out = residual_dropout(&l.output.forward(&inner)?, &x, self.config.hidden_dropout_prob, rng)?;
         l.layer_norm.forward(&out)
     }
 
-    /// The encoder's last hidden states (batch, seq, hidden).
+    /// The encoder's last hidden states (batch, seq, hidden); zeros on padding.
     pub fn encode(&self, batch: &Batch, rng: Option<&mut DropoutRng>) -> Result<Tensor> {
-        self.encode_with(batch, None, rng)
+        let packing = Packing::new(batch)?;
+        packing.unpack(&self.encode_packed(batch, &packing, None, rng)?)
     }
 
-    fn encode_with(&self, batch: &Batch, words: Option<&Var>, mut rng: Option<&mut DropoutRng>) -> Result<Tensor> {
-        // Additive key mask (b·t): 0 where attended, the float minimum where padded (as
-        // transformers' extended attention mask).
-        let mask: Vec<u32> = batch.attention_mask.flatten_all()?.to_vec1()?;
-        let key_bias = Arc::new(mask.iter().map(|&m| if m == 0 { f32::MIN } else { 0.0 }).collect::<Vec<f32>>());
-        let mut x = self.embed(batch, words, &mut rng)?;
+    /// Hidden states of the real tokens, packed (n, hidden).
+    fn encode_packed(
+        &self,
+        batch: &Batch,
+        packing: &Packing,
+        words: Option<&Var>,
+        mut rng: Option<&mut DropoutRng>,
+    ) -> Result<Tensor> {
+        let mut x = self.embed(batch, packing, words, &mut rng)?;
         for l in &self.layers {
-            x = self.layer(l, &x, &key_bias, &mut rng)?;
+            x = self.layer(l, &x, &packing.lens, &mut rng)?;
         }
         Ok(x)
     }
 
-    /// Logits (batch, seq, labels). With `rng`, training mode (dropout on).
+    /// Logits (batch, seq, labels); padded positions hold zeros (never read).
+    /// With `rng`, training mode (dropout on).
     pub fn forward(&self, batch: &Batch, rng: Option<&mut DropoutRng>) -> Result<Tensor> {
-        self.forward_with(batch, None, rng)
+        let packing = Packing::new(batch)?;
+        self.forward_with(batch, &packing, None, rng)
     }
 
-    fn forward_with(&self, batch: &Batch, words: Option<&Var>, mut rng: Option<&mut DropoutRng>) -> Result<Tensor> {
-        let hidden = self.encode_with(batch, words, rng.as_deref_mut())?;
+    fn forward_with(
+        &self,
+        batch: &Batch,
+        packing: &Packing,
+        words: Option<&Var>,
+        mut rng: Option<&mut DropoutRng>,
+    ) -> Result<Tensor> {
+        let hidden = self.encode_packed(batch, packing, words, rng.as_deref_mut())?;
         let hidden = dropout(&hidden, self.config.head_dropout(), &mut rng)?;
-        self.classifier.forward(&hidden)
+        packing.unpack(&self.classifier.forward(&hidden)?)
     }
 
-    /// The training forward pass: logits, and the batch's word-embedding rows as a leaf of the
-    /// autograd graph. Backward then yields the gradient of the touched rows only, (tokens,
-    /// hidden), where candle's `index_select` would build a dense (vocabulary, hidden) one —
-    /// 384 MB for XLM-R's vocabulary at hidden 384 — every step; the optimizer scatters it.
+    /// The training forward pass: logits, and the batch's word-embedding rows (real tokens
+    /// only) as a leaf of the autograd graph. Backward then yields the gradient of the touched
+    /// rows only, (tokens, hidden), where candle's `index_select` would build a dense
+    /// (vocabulary, hidden) one — 384 MB for XLM-R's vocabulary at hidden 384 — every step; the
+    /// optimizer scatters it.
     pub fn forward_train(&self, batch: &Batch, rng: Option<&mut DropoutRng>) -> Result<(Tensor, WordRows)> {
-        let ids = batch.input_ids.flatten_all()?;
+        let packing = Packing::new(batch)?;
+        let ids = packing.select(&batch.input_ids)?;
         let rows = Var::from_tensor(&self.embeddings.word.as_tensor().detach().index_select(&ids, 0)?)?;
-        let logits = self.forward_with(batch, Some(&rows), rng)?;
+        let logits = self.forward_with(batch, &packing, Some(&rows), rng)?;
         Ok((logits, WordRows { ids: ids.to_vec1()?, rows }))
     }
 
