@@ -287,6 +287,14 @@ pub fn train(run: &mut Run, options: &TrainOptions, resume: Option<(AdamW, Train
     let lengths: Vec<usize> = run.train.sentences.iter().map(|s| s.len()).collect();
     let steps_per_epoch = lengths.len().div_ceil(options.batch_size);
     let total_steps = steps_per_epoch * options.epochs;
+    if resume.is_none() {
+        // A fresh start in a used directory: keep the old log beside, not mixed into, the new one.
+        let log = run.out.join("metrics.jsonl");
+        if log.exists() {
+            let previous = run.out.join("metrics.previous.jsonl");
+            std::fs::rename(&log, &previous).map_err(|e| Error::io(&previous, e))?;
+        }
+    }
     let (mut opt, mut state) = match resume {
         Some((opt, state)) => {
             if &state.options != options || state.train_rows != lengths.len() {
