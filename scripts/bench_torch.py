@@ -1,18 +1,19 @@
-"""The Python peer of `xner bench`: the same synthetic training step through transformers +
-PyTorch (forward, backward, clip_grad_norm_ + the Trainer's default fused AdamW) and the same
-inference, timed the same way (median of N steps after one warm-up). Prints one JSON object.
+"""The Python peer of `xner bench`: the same batches through transformers + PyTorch, timed the
+same way — per batch a training step (forward, backward, clip_grad_norm_ + the Trainer's
+default fused AdamW) and an inference pass, after one untimed warm-up step on the first batch —
+and summed. Batches come from xner as JSON (unpadded ids and labels per sentence); they are
+padded here as transformers' DataCollatorForTokenClassification pads them. Prints one JSON
+object, with the process's peak resident memory.
 
-    python scripts/bench_torch.py --model DIR --batch-size 24 --seq-len 32 --steps 3 --threads 2
+    python scripts/bench_torch.py --model DIR --batches batches.json --threads 2
 """
-import argparse, json, time
+import argparse, json, resource, sys, time
 import torch
 from transformers import AutoConfig, AutoModelForTokenClassification
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--model", required=True)
-ap.add_argument("--batch-size", type=int, default=24)
-ap.add_argument("--seq-len", type=int, default=32)
-ap.add_argument("--steps", type=int, default=3)
+ap.add_argument("--batches", required=True)
 ap.add_argument("--threads", type=int, default=0)
 a = ap.parse_args()
 if a.threads:
@@ -24,17 +25,28 @@ model = AutoModelForTokenClassification.from_pretrained(a.model, config=cfg)
 model.train()
 decay = [p for n, p in model.named_parameters() if not (n.endswith(".bias") or "LayerNorm" in n)]
 no_decay = [p for n, p in model.named_parameters() if n.endswith(".bias") or "LayerNorm" in n]
+groups = [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}]
 try:
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=1e-5, fused=True)
+    opt = torch.optim.AdamW(groups, lr=1e-5, fused=True)
 except (RuntimeError, TypeError):
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-5)
-g = torch.Generator().manual_seed(0)
-samples = []
-for step in range(a.steps + 1):
-    ids = torch.randint(5, cfg.vocab_size, (a.batch_size, a.seq_len), generator=g)
-    labels = torch.randint(0, 7, (a.batch_size, a.seq_len), generator=g)
-    mask = torch.ones_like(ids)
+    opt = torch.optim.AdamW(groups, lr=1e-5)
+
+
+def padded(batch):
+    width = max(len(r) for r in batch["input_ids"])
+    pad = cfg.pad_token_id
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in batch["input_ids"]])
+    labels = torch.tensor([r + [-100] * (width - len(r)) for r in batch["labels"]])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in batch["input_ids"]])
+    return ids, mask, labels
+
+
+batches = [padded(b) for b in json.load(open(a.batches))]
+if not batches:
+    sys.exit("no batches")
+totals = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0, "inference": 0.0}
+tokens = padded_tokens = 0
+for k, (ids, mask, labels) in enumerate([batches[0]] + batches):
     t0 = time.perf_counter()
     loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
     t1 = time.perf_counter()
@@ -49,8 +61,11 @@ for step in range(a.steps + 1):
         model(input_ids=ids, attention_mask=mask).logits.sum().item()
     t4 = time.perf_counter()
     model.train()
-    if step > 0:
-        samples.append((t1 - t0, t2 - t1, t3 - t2, t4 - t3))
-med = lambda i: sorted(s[i] for s in samples)[len(samples) // 2]
-print(json.dumps({"forward": med(0), "backward": med(1), "optimizer": med(2), "inference": med(3),
-                  "tokens": a.batch_size * a.seq_len, "torch": torch.__version__}))
+    if k > 0:  # the first is the warm-up
+        for name, dt in zip(totals, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            totals[name] += dt
+        tokens += int(mask.sum())
+        padded_tokens += mask.numel()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+print(json.dumps({**totals, "steps": len(batches), "tokens": tokens, "padded_tokens": padded_tokens,
+                  "peak_bytes": peak, "torch": torch.__version__}))

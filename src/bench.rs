@@ -1,24 +1,46 @@
 //! `xner bench`: times the phases of a training step (forward, backward, clipping + AdamW) and
-//! inference on synthetic batches of a fixed shape, for a model directory.
+//! inference, on synthetic batches of a fixed shape or on real sentences batched as training
+//! batches them, for a model directory or random weights of a named shape; reports real-token
+//! throughput, the padding the batches carry, and the process's peak memory.
 
+use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::align::AlignedSentence;
+use crate::batch::{collate, token_counts};
+use crate::checkpoint::NamedTensor;
+use crate::error::{Error, Result};
 use crate::model::{Batch, DropoutRng, TokenClassifier};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::shuffle::Pcg64;
-use crate::train::train_step;
+use crate::train::{epoch_batches, train_step};
 
-#[derive(Clone, Debug, Serialize)]
-pub struct StepTimes {
+/// Seconds per phase summed over the timed steps, with the tokens they covered.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Timings {
     pub forward: f64,
     pub backward: f64,
     pub optimizer: f64,
     pub inference: f64,
+    pub steps: usize,
+    /// Real (non-padding) tokens of the timed steps.
     pub tokens: usize,
+    /// Slots of the padded batches (what a padded implementation computes).
+    pub padded_tokens: usize,
+}
+
+impl Timings {
+    pub fn step(&self) -> f64 {
+        self.forward + self.backward + self.optimizer
+    }
+
+    /// Share of the padded batches' slots that are padding.
+    pub fn padding_fraction(&self) -> f64 {
+        1.0 - self.tokens as f64 / self.padded_tokens.max(1) as f64
+    }
 }
 
 /// A batch of random ids (no padding) of shape (batch, seq).
@@ -39,38 +61,130 @@ pub fn synthetic_batch(model: &TokenClassifier, batch: usize, seq: usize, seed: 
     })
 }
 
-/// Median phase times over `steps` training steps (after one warm-up step).
-pub fn time_steps(model: &TokenClassifier, batch: usize, seq: usize, steps: usize) -> Result<StepTimes> {
+/// Real sentences in the batches one training epoch would make of them (length-grouped,
+/// seed 42, epoch 0).
+pub fn sentence_batches(sentences: &[AlignedSentence], batch_size: usize) -> Vec<Vec<&AlignedSentence>> {
+    let lengths: Vec<usize> = sentences.iter().map(|s| s.len()).collect();
+    epoch_batches(&lengths, batch_size, 42, 0, true)
+        .into_iter()
+        .map(|idx| idx.into_iter().map(|i| &sentences[i]).collect())
+        .collect()
+}
+
+/// Times one training step and one inference pass per batch, after one untimed warm-up step
+/// on the first batch (first-touch page faults, moments allocation).
+pub fn time_batches(model: &TokenClassifier, batches: &[Batch]) -> Result<Timings> {
     let mut opt = AdamW::new(&model.params, AdamWConfig::default());
-    let mut samples: Vec<StepTimes> = vec![];
-    for step in 0..=steps {
-        let b = synthetic_batch(model, batch, seq, step as u64)?;
-        let mut rng = DropoutRng::new(step as u64);
-        let phases =
-            train_step(model, &mut opt, &b, &mut rng, 1e-5, 1.0)?.expect("every synthetic position is labelled");
-        let t4 = Instant::now();
-        let _ = model.forward(&b, None)?.sum_all()?.to_scalar::<f32>()?;
-        let inference = t4.elapsed().as_secs_f64();
-        if step > 0 {
-            samples.push(StepTimes {
-                forward: phases.forward,
-                backward: phases.backward,
-                optimizer: phases.optimizer,
-                inference,
-                tokens: batch * seq,
-            });
+    let mut t = Timings::default();
+    let Some(first) = batches.first() else { return Ok(t) };
+    let mut rng = DropoutRng::new(0);
+    train_step(model, &mut opt, first, &mut rng, 1e-5, 1.0)?;
+    for (k, b) in batches.iter().enumerate() {
+        let mut rng = DropoutRng::new(k as u64 + 1);
+        let Some(phases) = train_step(model, &mut opt, b, &mut rng, 1e-5, 1.0)? else { continue };
+        let t0 = Instant::now();
+        let _ = model.forward(b, None)?.sum_all()?.to_scalar::<f32>()?;
+        t.inference += t0.elapsed().as_secs_f64();
+        t.forward += phases.forward;
+        t.backward += phases.backward;
+        t.optimizer += phases.optimizer;
+        t.steps += 1;
+        let mask: Vec<u32> = b.attention_mask.flatten_all()?.to_vec1()?;
+        t.tokens += mask.iter().filter(|&&m| m != 0).count();
+        t.padded_tokens += mask.len();
+    }
+    Ok(t)
+}
+
+/// `steps` synthetic batches of (batch, seq).
+pub fn synthetic_batches(model: &TokenClassifier, batch: usize, seq: usize, steps: usize) -> Result<Vec<Batch>> {
+    (0..steps).map(|s| synthetic_batch(model, batch, seq, s as u64 + 1)).collect()
+}
+
+/// Padded batches of real sentences for `model`.
+pub fn real_batches(model: &TokenClassifier, sentences: &[AlignedSentence], batch_size: usize) -> Result<Vec<Batch>> {
+    sentence_batches(sentences, batch_size).iter().map(|b| collate(model, b, &Device::Cpu)).collect()
+}
+
+/// Real and padded token counts of the batches `sentence_batches` makes.
+pub fn padding_of(sentences: &[AlignedSentence], batch_size: usize) -> (usize, usize) {
+    sentence_batches(sentences, batch_size).iter().map(|b| token_counts(b)).fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1))
+}
+
+/// The process's peak resident memory in bytes (Linux: VmHWM), if known.
+pub fn peak_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Encoder shapes for random-weight benchmarks.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub vocab: usize,
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub layers: usize,
+    pub heads: usize,
+}
+
+impl Shape {
+    /// `xlm-roberta-base` (278 M parameters) or `e5-small`'s body.
+    pub fn named(name: &str) -> Result<Shape> {
+        match name {
+            "xlmr-base" | "xlm-roberta-base" => {
+                Ok(Shape { vocab: 250_002, hidden: 768, intermediate: 3072, layers: 12, heads: 12 })
+            }
+            "e5-small" => Ok(Shape { vocab: 250_037, hidden: 384, intermediate: 1536, layers: 12, heads: 12 }),
+            other => Err(Error::Usage(format!("unknown shape {other:?}: xlmr-base or e5-small"))),
         }
     }
-    let median = |f: fn(&StepTimes) -> f64| {
-        let mut v: Vec<f64> = samples.iter().map(f).collect();
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
+}
+
+/// Writes an XLM-R body of `shape` with random weights (normal-ish, σ 0.02; LayerNorm 1/0)
+/// into `dir` as a Hugging Face directory (config.json + model.safetensors), so that xner and
+/// transformers read the very same weights.
+pub fn write_random_model(dir: &Path, shape: Shape, seed: u64) -> Result<()> {
+    let Shape { vocab, hidden: h, intermediate: f, layers, heads } = shape;
+    let max_pos = 514;
+    let mut rng = Pcg64::from_seed(seed as u128);
+    let mut normal =
+        |n: usize| -> Vec<f32> { (0..n).map(|_| ((rng.next_f64() + rng.next_f64() - 1.0) * 0.035) as f32).collect() };
+    let mut tensors = vec![];
+    let mut push = |name: String, shape: Vec<usize>, data: Vec<f32>| tensors.push(NamedTensor { name, shape, data });
+    push("embeddings.word_embeddings.weight".into(), vec![vocab, h], normal(vocab * h));
+    push("embeddings.position_embeddings.weight".into(), vec![max_pos, h], normal(max_pos * h));
+    push("embeddings.token_type_embeddings.weight".into(), vec![1, h], normal(h));
+    let ln = |push: &mut dyn FnMut(String, Vec<usize>, Vec<f32>), p: &str| {
+        push(format!("{p}.weight"), vec![h], vec![1.0; h]);
+        push(format!("{p}.bias"), vec![h], vec![0.0; h]);
     };
-    Ok(StepTimes {
-        forward: median(|s| s.forward),
-        backward: median(|s| s.backward),
-        optimizer: median(|s| s.optimizer),
-        inference: median(|s| s.inference),
-        tokens: batch * seq,
-    })
+    ln(&mut push, "embeddings.LayerNorm");
+    for l in 0..layers {
+        let p = format!("encoder.layer.{l}");
+        for (name, out, inp) in [
+            ("attention.self.query", h, h),
+            ("attention.self.key", h, h),
+            ("attention.self.value", h, h),
+            ("attention.output.dense", h, h),
+            ("intermediate.dense", f, h),
+            ("output.dense", h, f),
+        ] {
+            push(format!("{p}.{name}.weight"), vec![out, inp], normal(out * inp));
+            push(format!("{p}.{name}.bias"), vec![out], vec![0.0; out]);
+        }
+        ln(&mut push, &format!("{p}.attention.output.LayerNorm"));
+        ln(&mut push, &format!("{p}.output.LayerNorm"));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    crate::checkpoint::write_safetensors(&dir.join("model.safetensors"), &tensors)?;
+    let config = serde_json::json!({
+        "architectures": ["XLMRobertaModel"], "model_type": "xlm-roberta", "vocab_size": vocab,
+        "hidden_size": h, "num_hidden_layers": layers, "num_attention_heads": heads, "intermediate_size": f,
+        "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+        "max_position_embeddings": max_pos, "type_vocab_size": 1, "layer_norm_eps": 1e-5, "pad_token_id": 1,
+        "bos_token_id": 0, "eos_token_id": 2, "initializer_range": 0.02
+    });
+    crate::checkpoint::write_json(&dir.join("config.json"), &config)
 }

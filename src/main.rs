@@ -407,17 +407,31 @@ struct AnalyzeArgs {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// A model directory (or hub id).
+    /// A model directory (or hub id): the weights, and the tokenizer for --sentences.
     #[arg(long)]
     model: String,
+    /// Random weights of this shape instead of the model's (xlmr-base: 278 M parameters;
+    /// e5-small), written once to a temporary directory that both sides load.
+    #[arg(long)]
+    random_shape: Option<String>,
     #[arg(long, default_value_t = 24)]
     batch_size: usize,
+    /// Synthetic batches: tokens per sentence (no padding).
     #[arg(long, default_value_t = 32)]
     seq_len: usize,
-    /// Timed steps (after one warm-up step); the median is reported.
+    /// Synthetic batches: timed steps (after one warm-up step).
     #[arg(long, default_value_t = 3)]
     steps: usize,
-    /// A Python with torch + transformers: also time the same workload through
+    /// Real sentences instead: the first N of --lang's Swiss-corpus training split, in the
+    /// length-grouped batches training makes (so padding is as in training).
+    #[arg(long)]
+    sentences: Option<usize>,
+    #[arg(long, default_value = "de")]
+    lang: String,
+    /// PAN-X directory holding <lang>/{train,validation,test}.tsv
+    #[arg(long, env = "XNER_DATA", default_value = "../shared/data/panx")]
+    data: PathBuf,
+    /// A Python with torch + transformers: also run the same batches through
     /// scripts/bench_torch.py in this run and print the ratios.
     #[arg(long)]
     python: Option<PathBuf>,
@@ -722,68 +736,135 @@ fn report_cmd(args: &ReportArgs) -> Result<()> {
 }
 
 fn bench_cmd(args: &BenchArgs) -> Result<()> {
-    let dir = xner::hub::resolve_model(&args.model)?;
+    let source = xner::hub::resolve_model(&args.model)?;
+    let scratch = tempfile_dir()?;
+    let dir = match &args.random_shape {
+        Some(name) => {
+            let dir = scratch.join("random-model");
+            xner::bench::write_random_model(&dir, xner::bench::Shape::named(name)?, 0)?;
+            dir
+        }
+        None => source.clone(),
+    };
     let labels = LabelSet::panx();
     let model = TokenClassifier::load(&dir, Some(labels.names()), 0, &Device::Cpu)?;
-    let t = xner::bench::time_steps(&model, args.batch_size, args.seq_len, args.steps.max(1))?;
+    let (batches, what) = match args.sentences {
+        Some(n) => {
+            let panx = PanxDir::new(&args.data);
+            let corpus = data::load_languages(&panx, std::slice::from_ref(&args.lang), "train", 0, Some(n))?;
+            let aligner = Aligner::from_file(&source.join("tokenizer.json"), xner::align::DEFAULT_MAX_LEN)?;
+            let aligned = aligner.align_corpus(&corpus)?;
+            let what = format!(
+                "{} {} training sentences in batches of {}",
+                aligned.sentences.len(),
+                args.lang,
+                args.batch_size
+            );
+            (xner::bench::real_batches(&model, &aligned.sentences, args.batch_size)?, what)
+        }
+        None => (
+            xner::bench::synthetic_batches(&model, args.batch_size, args.seq_len, args.steps.max(1))?,
+            format!("{} synthetic batches of {}x{}", args.steps.max(1), args.batch_size, args.seq_len),
+        ),
+    };
+    let ours = xner::bench::time_batches(&model, &batches)?;
+    let our_peak = xner::bench::peak_memory();
     let torch = match &args.python {
-        Some(py) => Some(torch_bench(py, &dir, args)?),
+        Some(py) => {
+            let file = scratch.join("batches.json");
+            write_batches(&file, &batches)?;
+            Some(torch_bench(py, &dir, &file)?)
+        }
         None => None,
     };
+    let _ = std::fs::remove_dir_all(&scratch);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"xner": t, "torch": torch}))?);
+        let value = serde_json::json!({"workload": what, "xner": ours, "xner_peak_bytes": our_peak, "torch": torch});
+        println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
-    let step = t.forward + t.backward + t.optimizer;
+    let gib = |b: Option<f64>| b.map_or("?".to_string(), |b| format!("{:.2} GiB", b / (1u64 << 30) as f64));
     println!(
-        "{} ({} parameters), batch {}x{}: forward {:.3} s, backward {:.3} s, optimizer {:.3} s = {:.3} s/step \
-         ({:.0} tokens/s); inference {:.3} s ({:.0} tokens/s)",
+        "{} ({} parameters{}), {what}: {:.1} % padding in the padded batches",
         args.model,
         model.num_parameters(),
-        args.batch_size,
-        args.seq_len,
-        t.forward,
-        t.backward,
-        t.optimizer,
-        step,
-        t.tokens as f64 / step,
-        t.inference,
-        t.tokens as f64 / t.inference
+        args.random_shape.as_ref().map_or(String::new(), |s| format!(", random {s} weights")),
+        100.0 * ours.padding_fraction()
     );
-    if let Some(p) = torch {
-        let get = |k: &str| p[k].as_f64().unwrap_or(f64::NAN);
-        let torch_step = get("forward") + get("backward") + get("optimizer");
-        let row = |phase: &str, ours: f64, theirs: f64| {
-            vec![phase.to_string(), format!("{ours:.3}"), format!("{theirs:.3}"), format!("{:.2}x", theirs / ours)]
-        };
-        let rows = vec![
-            row("forward", t.forward, get("forward")),
-            row("backward", t.backward, get("backward")),
-            row("optimizer", t.optimizer, get("optimizer")),
-            row("training step", step, torch_step),
-            row("inference", t.inference, get("inference")),
-        ];
-        println!("\nseconds (median), same workload in this run; speed-up = torch / xner");
-        print!("{}", table::columns(&["phase", "xner", "torch", "speed-up"], &rows));
+    let rate = |tokens: usize, secs: f64| format!("{:.0}", tokens as f64 / secs);
+    let mut rows = vec![];
+    let row = |phase: &str, x: f64, t: Option<f64>| {
+        let mut r = vec![phase.to_string(), format!("{x:.3}")];
+        if let Some(t) = t {
+            r.push(format!("{t:.3}"));
+            r.push(format!("{:.2}x", t / x));
+        }
+        r
+    };
+    let get = |k: &str| torch.as_ref().map(|p| p[k].as_f64().unwrap_or(f64::NAN));
+    let torch_step = torch
+        .as_ref()
+        .map(|_| get("forward").unwrap_or(0.0) + get("backward").unwrap_or(0.0) + get("optimizer").unwrap_or(0.0));
+    rows.push(row("forward", ours.forward, get("forward")));
+    rows.push(row("backward", ours.backward, get("backward")));
+    rows.push(row("optimizer", ours.optimizer, get("optimizer")));
+    rows.push(row("training steps", ours.step(), torch_step));
+    rows.push(row("inference", ours.inference, get("inference")));
+    let mut header = vec!["seconds (sum)", "xner"];
+    if torch.is_some() {
+        header.extend(["torch", "speed-up"]);
+    }
+    print!("{}", table::columns(&header, &rows));
+    println!(
+        "xner: {} real tokens/s training, {} inference; peak memory {}",
+        rate(ours.tokens, ours.step()),
+        rate(ours.tokens, ours.inference),
+        gib(our_peak.map(|b| b as f64))
+    );
+    if let (Some(t), Some(step)) = (&torch, torch_step) {
+        println!(
+            "torch: {} real tokens/s training, {} inference; peak memory {} (torch {})",
+            rate(ours.tokens, step),
+            rate(ours.tokens, get("inference").unwrap_or(f64::NAN)),
+            gib(get("peak_bytes")),
+            t["torch"].as_str().unwrap_or("?")
+        );
     }
     Ok(())
 }
 
-/// Runs scripts/bench_torch.py with `python` on the same model and shape.
-fn torch_bench(python: &Path, dir: &Path, args: &BenchArgs) -> Result<serde_json::Value> {
+/// A fresh scratch directory under the system's temporary directory.
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("xner-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// The batches as JSON for scripts/bench_torch.py: per batch, the unpadded ids and labels of
+/// each sentence (it pads them as transformers' collator does).
+fn write_batches(path: &Path, batches: &[xner::model::Batch]) -> Result<()> {
+    let mut out = vec![];
+    for b in batches {
+        let ids: Vec<Vec<u32>> = b.input_ids.to_vec2()?;
+        let mask: Vec<Vec<u32>> = b.attention_mask.to_vec2()?;
+        let labels: Vec<Vec<i64>> = b.labels.to_vec2()?;
+        let real = |row: usize| mask[row].iter().filter(|&&m| m != 0).count();
+        out.push(serde_json::json!({
+            "input_ids": (0..ids.len()).map(|r| ids[r][..real(r)].to_vec()).collect::<Vec<_>>(),
+            "labels": (0..ids.len()).map(|r| labels[r][..real(r)].to_vec()).collect::<Vec<_>>(),
+        }));
+    }
+    std::fs::write(path, serde_json::to_string(&out)?).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Runs scripts/bench_torch.py with `python` on the same model and batches.
+fn torch_bench(python: &Path, dir: &Path, batches: &Path) -> Result<serde_json::Value> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_torch.py");
     let threads = rayon::current_num_threads().to_string();
     let out = std::process::Command::new(python)
         .arg(&script)
-        .args(["--model", &dir.display().to_string(), "--batch-size", &args.batch_size.to_string()])
-        .args([
-            "--seq-len",
-            &args.seq_len.to_string(),
-            "--steps",
-            &args.steps.max(1).to_string(),
-            "--threads",
-            &threads,
-        ])
+        .args(["--model", &dir.display().to_string(), "--batches", &batches.display().to_string()])
+        .args(["--threads", &threads])
         .output()
         .with_context(|| format!("running {} {}", python.display(), script.display()))?;
     if !out.status.success() {

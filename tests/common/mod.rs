@@ -91,48 +91,8 @@ pub fn e5_small() -> PathBuf {
 /// A tiny random XLM-R body (hidden 32, 2 layers) with the real XLM-R vocabulary and
 /// tokenizer, saved as transformers saves `XLMRobertaModel` (no prefix, no head).
 pub fn tiny_xlmr(dir: &std::path::Path) -> PathBuf {
-    use xner::checkpoint::NamedTensor;
-    let (vocab, h, f, layers, max_pos) = (250002usize, 32usize, 64usize, 2usize, 514usize);
-    let mut rng = xner::shuffle::Pcg64::from_seed(2024);
-    let mut normal = |n: usize| -> Vec<f32> {
-        (0..n).map(|_| ((rng.next_f64() + rng.next_f64() + rng.next_f64() - 1.5) * 0.04) as f32).collect()
-    };
-    let mut tensors = vec![];
-    let mut push = |name: String, shape: Vec<usize>, data: Vec<f32>| tensors.push(NamedTensor { name, shape, data });
-    push("embeddings.word_embeddings.weight".into(), vec![vocab, h], normal(vocab * h));
-    push("embeddings.position_embeddings.weight".into(), vec![max_pos, h], normal(max_pos * h));
-    push("embeddings.token_type_embeddings.weight".into(), vec![1, h], normal(h));
-    let ln = |push: &mut dyn FnMut(String, Vec<usize>, Vec<f32>), p: &str| {
-        push(format!("{p}.weight"), vec![h], vec![1.0; h]);
-        push(format!("{p}.bias"), vec![h], vec![0.0; h]);
-    };
-    ln(&mut push, "embeddings.LayerNorm");
-    for l in 0..layers {
-        let p = format!("encoder.layer.{l}");
-        for (name, out, inp) in [
-            ("attention.self.query", h, h),
-            ("attention.self.key", h, h),
-            ("attention.self.value", h, h),
-            ("attention.output.dense", h, h),
-            ("intermediate.dense", f, h),
-            ("output.dense", h, f),
-        ] {
-            push(format!("{p}.{name}.weight"), vec![out, inp], normal(out * inp));
-            push(format!("{p}.{name}.bias"), vec![out], vec![0.0; out]);
-        }
-        ln(&mut push, &format!("{p}.attention.output.LayerNorm"));
-        ln(&mut push, &format!("{p}.output.LayerNorm"));
-    }
-    std::fs::create_dir_all(dir).unwrap();
-    xner::checkpoint::write_safetensors(&dir.join("model.safetensors"), &tensors).unwrap();
-    let config = serde_json::json!({
-        "architectures": ["XLMRobertaModel"], "model_type": "xlm-roberta", "vocab_size": vocab,
-        "hidden_size": h, "num_hidden_layers": layers, "num_attention_heads": 4, "intermediate_size": f,
-        "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
-        "max_position_embeddings": max_pos, "type_vocab_size": 1, "layer_norm_eps": 1e-5, "pad_token_id": 1,
-        "bos_token_id": 0, "eos_token_id": 2, "initializer_range": 0.02
-    });
-    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    let shape = xner::bench::Shape { vocab: 250002, hidden: 32, intermediate: 64, layers: 2, heads: 4 };
+    xner::bench::write_random_model(dir, shape, 2024).unwrap();
     std::fs::copy(xlmr_tokenizer_json(), dir.join("tokenizer.json")).unwrap();
     dir.to_path_buf()
 }

@@ -1,0 +1,46 @@
+//! `xner bench` on a tiny random model: real sentences in training's batches, the padding
+//! they carry, the real tokens counted, and the report's fields.
+
+mod common;
+
+use candle_core::Device;
+use xner::align::Aligner;
+use xner::data::{self, LabelSet, PanxDir};
+use xner::model::TokenClassifier;
+
+#[test]
+fn bench_counts_real_tokens_and_the_padding_of_training_batches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = common::tiny_xlmr(&tmp.path().join("tiny"));
+    let model = TokenClassifier::load(&dir, Some(LabelSet::panx().names()), 0, &Device::Cpu).unwrap();
+    let panx = PanxDir::new(common::panx_dir());
+    let corpus = data::load_languages(&panx, &["de".into()], "train", 0, Some(100)).unwrap();
+    let aligned = Aligner::from_file(&dir.join("tokenizer.json"), 512).unwrap().align_corpus(&corpus).unwrap();
+    let batches = xner::bench::real_batches(&model, &aligned.sentences, 24).unwrap();
+    assert_eq!(batches.len(), 5); // 100 sentences in batches of 24
+    let t = xner::bench::time_batches(&model, &batches).unwrap();
+    let (real, padded) = xner::bench::padding_of(&aligned.sentences, 24);
+    assert_eq!(real, aligned.sentences.iter().map(|s| s.len()).sum::<usize>());
+    assert_eq!((t.steps, t.tokens, t.padded_tokens), (5, real, padded));
+    // 100 sentences make mega-batches of one batch: little grouping, much padding.
+    assert!(t.padding_fraction() > 0.2 && t.padding_fraction() < 0.9, "{}", t.padding_fraction());
+    assert!(t.forward > 0.0 && t.backward > 0.0 && t.optimizer > 0.0 && t.inference > 0.0);
+    assert!(xner::bench::peak_memory().is_some_and(|b| b > 1 << 20));
+}
+
+#[test]
+fn bench_command_reports_padding_throughput_and_peak_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = common::tiny_xlmr(&tmp.path().join("tiny"));
+    let out = common::xner()
+        .args(["bench", "--model", dir.to_str().unwrap(), "--sentences", "48", "--json"])
+        .env("XNER_DATA", common::panx_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["xner"]["steps"], 2);
+    assert!(json["xner"]["tokens"].as_u64().unwrap() < json["xner"]["padded_tokens"].as_u64().unwrap());
+    assert!(json["xner_peak_bytes"].as_u64().unwrap() > 1 << 20);
+    assert!(json["workload"].as_str().unwrap().contains("48 de training sentences"));
+}
