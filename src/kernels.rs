@@ -27,11 +27,6 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> CResult<&'a [f32]> {
     }
 }
 
-/// A tensor's contiguous f32 data, copied out (backward passes read their inputs this way).
-fn data(t: &Tensor) -> CResult<Vec<f32>> {
-    t.flatten_all()?.to_vec1::<f32>()
-}
-
 /// Rows per parallel task for row-wise kernels.
 const ROWS_PER_TASK: usize = 16;
 
@@ -110,42 +105,49 @@ impl CustomOp3 for LayerNorm {
         _y: &Tensor,
         dy: &Tensor,
     ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (xv, wv, dyv) = (data(x)?, data(w)?, data(dy)?);
-        let h = wv.len();
-        let mut dx = vec![0f32; xv.len()];
-        let (dw, db) = dx
-            .par_chunks_mut(h * ROWS_PER_TASK)
-            .zip(xv.par_chunks(h * ROWS_PER_TASK).zip(dyv.par_chunks(h * ROWS_PER_TASK)))
-            .map(|(dx, (x, dy))| {
-                let (mut dw, mut db) = (vec![0f32; h], vec![0f32; h]);
-                let mut xhat = vec![0f32; h];
-                for ((dx, x), dy) in dx.chunks_mut(h).zip(x.chunks(h)).zip(dy.chunks(h)) {
-                    let (mean, rstd) = row_stats(x, self.eps);
-                    let (mut g_mean, mut gx_mean) = (0f32, 0f32);
-                    for i in 0..h {
-                        xhat[i] = (x[i] - mean) * rstd;
-                        let g = dy[i] * wv[i];
-                        g_mean += g;
-                        gx_mean += g * xhat[i];
-                        dw[i] += dy[i] * xhat[i];
-                        db[i] += dy[i];
-                    }
-                    g_mean /= h as f32;
-                    gx_mean /= h as f32;
-                    for i in 0..h {
-                        dx[i] = rstd * (dy[i] * wv[i] - g_mean - xhat[i] * gx_mean);
-                    }
-                }
-                (dw, db)
+        let (dx, dw, db) = with_data(x, |xv| {
+            with_data(w, |wv| {
+                with_data(dy, |dyv| {
+                    let h = wv.len();
+                    let mut dx = vec![0f32; xv.len()];
+                    let (dw, db) = dx
+                        .par_chunks_mut(h * ROWS_PER_TASK)
+                        .zip(xv.par_chunks(h * ROWS_PER_TASK).zip(dyv.par_chunks(h * ROWS_PER_TASK)))
+                        .map(|(dx, (x, dy))| {
+                            let (mut dw, mut db) = (vec![0f32; h], vec![0f32; h]);
+                            let mut xhat = vec![0f32; h];
+                            for ((dx, x), dy) in dx.chunks_mut(h).zip(x.chunks(h)).zip(dy.chunks(h)) {
+                                let (mean, rstd) = row_stats(x, self.eps);
+                                let (mut g_mean, mut gx_mean) = (0f32, 0f32);
+                                for i in 0..h {
+                                    xhat[i] = (x[i] - mean) * rstd;
+                                    let g = dy[i] * wv[i];
+                                    g_mean += g;
+                                    gx_mean += g * xhat[i];
+                                    dw[i] += dy[i] * xhat[i];
+                                    db[i] += dy[i];
+                                }
+                                g_mean /= h as f32;
+                                gx_mean /= h as f32;
+                                for i in 0..h {
+                                    dx[i] = rstd * (dy[i] * wv[i] - g_mean - xhat[i] * gx_mean);
+                                }
+                            }
+                            (dw, db)
+                        })
+                        .reduce(
+                            || (vec![0f32; h], vec![0f32; h]),
+                            |(mut aw, mut ab), (bw, bb)| {
+                                aw.iter_mut().zip(bw).for_each(|(a, b)| *a += b);
+                                ab.iter_mut().zip(bb).for_each(|(a, b)| *a += b);
+                                (aw, ab)
+                            },
+                        );
+                    Ok((dx, dw, db))
+                })
             })
-            .reduce(
-                || (vec![0f32; h], vec![0f32; h]),
-                |(mut aw, mut ab), (bw, bb)| {
-                    aw.iter_mut().zip(bw).for_each(|(a, b)| *a += b);
-                    ab.iter_mut().zip(bb).for_each(|(a, b)| *a += b);
-                    (aw, ab)
-                },
-            );
+        })?;
+        let h = dw.len();
         let dev = x.device();
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), dev)?),
@@ -237,6 +239,11 @@ fn gemm_with(dst: &mut [f32], accumulate: bool, a: View, b: View, parallelism: g
 /// `gemm_into` on the calling thread: for the many small products inside a parallel task.
 fn gemm_local(dst: &mut [f32], accumulate: bool, a: View, b: View) {
     gemm_with(dst, accumulate, a, b, gemm::Parallelism::None)
+}
+
+/// A kernel's saved forward state (kept for its backward pass).
+fn saved<'a, T>(m: &'a std::sync::Mutex<T>, op: &str) -> CResult<std::sync::MutexGuard<'a, T>> {
+    m.lock().map_err(|_| candle_core::Error::Msg(format!("{op}: saved state poisoned")))
 }
 
 /// Runs `f` on the contiguous f32 data of a CPU tensor, without copying it out.
@@ -338,7 +345,7 @@ impl CustomOp3 for Linear {
         }
         let mut y = vec![0f32; pre.len()];
         y.par_chunks_mut(4096).zip(pre.par_chunks(4096)).for_each(|(y, x)| gelu_fwd(x, y));
-        *self.pre.lock().map_err(|_| candle_core::Error::Msg("linear: poisoned".into()))? = pre;
+        *saved(&self.pre, self.name())? = pre;
         Ok((CpuStorage::F32(y), shape))
     }
 
@@ -357,7 +364,7 @@ impl CustomOp3 for Linear {
                     if !self.gelu {
                         return Ok(linear_bwd(x, w, dy, rows, ins, outs));
                     }
-                    let pre = self.pre.lock().map_err(|_| candle_core::Error::Msg("linear: poisoned".into()))?;
+                    let pre = saved(&self.pre, self.name())?;
                     if pre.len() != dy.len() {
                         candle_core::bail!("linear-gelu: backward without its forward pass")
                     }
@@ -531,11 +538,7 @@ impl CustomOp1 for Attention {
             let (mut kept, mut ctx) = (vec![0f32; t * t], vec![0f32; t * d]);
             for head in 0..heads {
                 let col = head * d;
-                let (q, k, v) = (
-                    head_view(x, col, t, d, 3 * h),
-                    head_view(x, h + col, t, d, 3 * h),
-                    head_view(x, 2 * h + col, t, d, 3 * h),
-                );
+                let (q, k, v) = qkv_heads(x, col, t, d, h);
                 let p = &mut probs[head * t * t..][..t * t];
                 gemm_local(p, false, q, k.t());
                 for row in p.chunks_mut(t) {
@@ -552,19 +555,13 @@ impl CustomOp1 for Attention {
                     let inv = 1.0 / sum;
                     row.iter_mut().for_each(|pj| *pj *= inv);
                 }
-                let p: &[f32] = match &self.dropout {
-                    Some(m) => {
-                        let m = &m[at + head * t * t..][..t * t];
-                        kept.iter_mut().zip(p.iter().zip(m)).for_each(|(o, (p, m))| *o = p * m);
-                        &kept
-                    }
-                    None => p,
-                };
+                let keep = self.dropout.as_ref().map(|m| &m[at + head * t * t..][..t * t]);
+                let p = with_keep(&mut kept, p, keep);
                 gemm_local(&mut ctx, false, View::rows(p, t, t), v);
                 scatter_head(out, &ctx, col, h, d);
             }
         });
-        *self.probs.lock().map_err(|_| candle_core::Error::Msg("attention: poisoned".into()))? = probs;
+        *saved(&self.probs, self.name())? = probs;
         Ok((CpuStorage::F32(out), Shape::from((n, h))))
     }
 
@@ -573,7 +570,7 @@ impl CustomOp1 for Attention {
     fn bwd(&self, qkv: &Tensor, _out: &Tensor, dc: &Tensor) -> CResult<Option<Tensor>> {
         let (n, h, d) = self.dims(qkv.layout())?;
         let heads = self.heads;
-        let probs = self.probs.lock().map_err(|_| candle_core::Error::Msg("attention: poisoned".into()))?;
+        let probs = saved(&self.probs, self.name())?;
         if probs.len() != self.probs_len() {
             candle_core::bail!("attention: backward without its forward pass")
         }
@@ -587,21 +584,11 @@ impl CustomOp1 for Attention {
                     let (mut kept, mut ds, mut grad) = (vec![0f32; t * t], vec![0f32; t * t], vec![0f32; t * d]);
                     for head in 0..heads {
                         let col = head * d;
-                        let (q, k, v) = (
-                            head_view(x, col, t, d, 3 * h),
-                            head_view(x, h + col, t, d, 3 * h),
-                            head_view(x, 2 * h + col, t, d, 3 * h),
-                        );
+                        let (q, k, v) = qkv_heads(x, col, t, d, h);
                         let dch = head_view(dc, col, t, d, h);
                         let p = &probs[at + head * t * t..][..t * t];
                         let keep = self.dropout.as_ref().map(|m| &m[at + head * t * t..][..t * t]);
-                        let kept: &[f32] = match keep {
-                            Some(m) => {
-                                kept.iter_mut().zip(p.iter().zip(m)).for_each(|(o, (p, m))| *o = p * m);
-                                &kept
-                            }
-                            None => p,
-                        };
+                        let kept = with_keep(&mut kept, p, keep);
                         // dv = p'ᵀ dc
                         gemm_local(&mut grad, false, View::rows(kept, t, t).t(), dch);
                         scatter_head(dx, &grad, 2 * h + col, 3 * h, d);
@@ -633,6 +620,22 @@ impl CustomOp1 for Attention {
 /// Columns col..col + d of a (t, width) matrix: one head, read in place.
 fn head_view(x: &[f32], col: usize, t: usize, d: usize, width: usize) -> View<'_> {
     View { data: &x[col..], rows: t, cols: d, rs: width, cs: 1 }
+}
+
+/// Head columns col..col + d of q, k and v in a packed (t, 3·h) projection.
+fn qkv_heads(x: &[f32], col: usize, t: usize, d: usize, h: usize) -> (View<'_>, View<'_>, View<'_>) {
+    (head_view(x, col, t, d, 3 * h), head_view(x, h + col, t, d, 3 * h), head_view(x, 2 * h + col, t, d, 3 * h))
+}
+
+/// The probabilities after dropout: `p · keep` written into `buf`, or `p` itself in evaluation.
+fn with_keep<'a>(buf: &'a mut [f32], p: &'a [f32], keep: Option<&[f32]>) -> &'a [f32] {
+    match keep {
+        Some(m) => {
+            buf.iter_mut().zip(p.iter().zip(m)).for_each(|(o, (p, m))| *o = p * m);
+            buf
+        }
+        None => p,
+    }
 }
 
 /// Writes a (t, d) block into columns col..col + d of a (t, width) matrix.
@@ -745,8 +748,8 @@ impl CustomOp1 for MaskMul {
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> CResult<Option<Tensor>> {
-        let dyv = data(dy)?;
-        let dx: Vec<f32> = dyv.par_iter().zip(self.mask.par_iter()).map(|(d, m)| d * m).collect();
+        let dx: Vec<f32> =
+            with_data(dy, |dy| Ok(dy.par_iter().zip(self.mask.par_iter()).map(|(d, m)| d * m).collect()))?;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
     }
 }

@@ -737,7 +737,7 @@ fn report_cmd(args: &ReportArgs) -> Result<()> {
 
 fn bench_cmd(args: &BenchArgs) -> Result<()> {
     let source = xner::hub::resolve_model(&args.model)?;
-    let scratch = tempfile_dir()?;
+    let scratch = Scratch::new()?;
     let dir = match &args.random_shape {
         Some(name) => {
             let dir = scratch.join("random-model");
@@ -777,7 +777,7 @@ fn bench_cmd(args: &BenchArgs) -> Result<()> {
         }
         None => None,
     };
-    let _ = std::fs::remove_dir_all(&scratch);
+    drop(scratch);
     if args.json {
         let value = serde_json::json!({"workload": what, "xner": ours, "xner_peak_bytes": our_peak, "torch": torch});
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -833,11 +833,26 @@ fn bench_cmd(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// A fresh scratch directory under the system's temporary directory.
-fn tempfile_dir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("xner-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
+/// A scratch directory under the system's temporary directory, removed when dropped — also
+/// when the command fails half-way (it can hold a 1.1 GB random XLM-R-base model).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("xner-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Scratch(dir))
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The batches as JSON for scripts/bench_torch.py: per batch, the unpadded ids and labels of
