@@ -71,12 +71,17 @@ fn main() {
         ("fwd x·Wᵀ 384→384", r, 384, 384, false, true),
         ("fwd x·Wᵀ 384→1536", r, 1536, 384, false, true),
         ("fwd x·Wᵀ 1536→384", r, 384, 1536, false, true),
+        ("fwd x·Wt 384→384 (Wᵀ stored)", r, 384, 384, false, false),
+        ("fwd x·Wt 384→1152 (Wᵀ stored)", r, 1152, 384, false, false),
+        ("fwd x·Wᵀ 384→1152", r, 1152, 384, false, true),
+        ("fwd x·Wt 384→1536 (Wᵀ stored)", r, 1536, 384, false, false),
+        ("fwd x·Wt 1536→384 (Wᵀ stored)", r, 384, 1536, false, false),
         ("dx = dy·W 1536→384", r, 384, 1536, false, false),
         ("dW = dyᵀ·x 1536x384", 1536, 384, r, true, false),
         ("dW = dyᵀ·x 384x1536", 384, 1536, r, true, false),
         ("dW = dyᵀ·x 384x384", 384, 384, r, true, false),
     ] {
         let (hot, cold) = run(m, n, k, at, bt);
-        println!("{name:24} {hot:6.1} GFLOP/s hot, {cold:6.1} GFLOP/s over 24 operand sets");
+        println!("{name:32} {hot:6.1} GFLOP/s hot, {cold:6.1} GFLOP/s over 24 operand sets");
     }
 }

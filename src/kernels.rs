@@ -41,16 +41,77 @@ fn exp(x: f32) -> f32 {
     // Round to nearest by the 1.5·2²³ trick (SSE2 has no vector round).
     const SHIFT: f32 = 12_582_912.0;
     let xc = x.clamp(-87.3, 88.7);
-    let n = (xc * LOG2E + SHIFT) - SHIFT;
+    let shifted = xc * LOG2E + SHIFT;
+    let n = shifted - SHIFT;
     let r = (xc - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0 + r * (0.5 + r * (0.166_666_67 + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
-    let scaled = p * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // n as an integer straight from the bits of `shifted` (its mantissa holds 2²² + n): integer
+    // lane arithmetic, where `n as i32` is a scalar, NaN-checked conversion per lane.
+    let n_bits = (shifted.to_bits() as i32).wrapping_sub(SHIFT.to_bits() as i32);
+    let scaled = p * f32::from_bits((n_bits.wrapping_add(127) as u32) << 23);
     if x < -87.3 {
         0.0
     } else {
         scaled
     }
+}
+
+/// Compiles a loop twice: for baseline x86-64 (4-wide SSE2, what the crate targets)
+/// and for AVX-512 (16-wide), picked at run time. Results are the same bits
+/// (no reassociation, no contraction); only the width changes.
+macro_rules! multiversion {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$doc])*
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn generic($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx2")]
+                unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
+                    generic($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl") {
+                    // SAFETY: the CPU has the features `wide` was compiled for.
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            generic($($arg),*)
+        }
+    };
+}
+
+/// Partial sums kept per lane: reductions over this many accumulators vectorise (a serial
+/// sum is one dependent add per element); the result differs from it by rounding only.
+const LANES: usize = 16;
+
+/// Σ f(xᵢ), lane-wise.
+#[inline(always)]
+fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += f(c[i]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail.iter().map(|&v| f(v)).sum::<f32>()
+}
+
+/// max xᵢ, lane-wise.
+#[inline(always)]
+fn lane_max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] = acc[i].max(c[i]);
+        }
+    }
+    acc.iter().chain(tail).fold(f32::NEG_INFINITY, |m, &v| m.max(v))
 }
 
 // ---- LayerNorm -----------------------------------------------------------------------------
@@ -61,11 +122,66 @@ struct LayerNorm {
 }
 
 /// Mean and 1/std of one row (two passes, as the composed version computes them).
+#[inline(always)]
 fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
     let n = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / n;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let mean = lane_sum(x, |v| v) / n;
+    let var = lane_sum(x, |v| (v - mean) * (v - mean)) / n;
     (mean, 1.0 / (var + eps).sqrt())
+}
+
+multiversion! {
+    /// Forward over whole rows of width w.len().
+    fn layer_norm_rows(x: &[f32], y: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+        let h = w.len();
+        for (y, x) in y.chunks_mut(h).zip(x.chunks(h)) {
+            let (mean, rstd) = row_stats(x, eps);
+            for i in 0..h {
+                y[i] = (x[i] - mean) * rstd * w[i] + b[i];
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Backward over whole rows: writes dx, adds into dw and db.
+    fn layer_norm_bwd_rows(
+        x: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+        w: &[f32],
+        dw: &mut [f32],
+        db: &mut [f32],
+        eps: f32,
+    ) {
+        let h = w.len();
+        let mut xhat = vec![0f32; h];
+        for ((dx, x), dy) in dx.chunks_mut(h).zip(x.chunks(h)).zip(dy.chunks(h)) {
+            let (mean, rstd) = row_stats(x, eps);
+            for i in 0..h {
+                xhat[i] = (x[i] - mean) * rstd;
+                dw[i] += dy[i] * xhat[i];
+                db[i] += dy[i];
+                // dx holds g = dy·w until the means are known.
+                dx[i] = dy[i] * w[i];
+            }
+            let g_mean = lane_sum(dx, |g| g) / h as f32;
+            let (mut acc, mut tail) = ([0f32; LANES], 0f32);
+            let body = h - h % LANES;
+            for (g, xh) in dx[..body].chunks_exact(LANES).zip(xhat[..body].chunks_exact(LANES)) {
+                for i in 0..LANES {
+                    acc[i] += g[i] * xh[i];
+                }
+            }
+            for (g, xh) in dx[body..].iter().zip(&xhat[body..]) {
+                tail += g * xh;
+            }
+            let gx_mean = (acc.iter().sum::<f32>() + tail) / h as f32;
+            for i in 0..h {
+                dx[i] = rstd * (dx[i] - g_mean - xhat[i] * gx_mean);
+            }
+        }
+    }
 }
 
 impl CustomOp3 for LayerNorm {
@@ -85,14 +201,9 @@ impl CustomOp3 for LayerNorm {
         let (x, w, b) = (slice(xs, xl, self.name())?, slice(ws, wl, self.name())?, slice(bs, bl, self.name())?);
         let h = w.len();
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(h * ROWS_PER_TASK).zip(x.par_chunks(h * ROWS_PER_TASK)).for_each(|(y, x)| {
-            for (y, x) in y.chunks_mut(h).zip(x.chunks(h)) {
-                let (mean, rstd) = row_stats(x, self.eps);
-                for i in 0..h {
-                    y[i] = (x[i] - mean) * rstd * w[i] + b[i];
-                }
-            }
-        });
+        y.par_chunks_mut(h * ROWS_PER_TASK)
+            .zip(x.par_chunks(h * ROWS_PER_TASK))
+            .for_each(|(y, x)| layer_norm_rows(x, y, w, b, self.eps));
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
@@ -115,24 +226,7 @@ impl CustomOp3 for LayerNorm {
                         .zip(xv.par_chunks(h * ROWS_PER_TASK).zip(dyv.par_chunks(h * ROWS_PER_TASK)))
                         .map(|(dx, (x, dy))| {
                             let (mut dw, mut db) = (vec![0f32; h], vec![0f32; h]);
-                            let mut xhat = vec![0f32; h];
-                            for ((dx, x), dy) in dx.chunks_mut(h).zip(x.chunks(h)).zip(dy.chunks(h)) {
-                                let (mean, rstd) = row_stats(x, self.eps);
-                                let (mut g_mean, mut gx_mean) = (0f32, 0f32);
-                                for i in 0..h {
-                                    xhat[i] = (x[i] - mean) * rstd;
-                                    let g = dy[i] * wv[i];
-                                    g_mean += g;
-                                    gx_mean += g * xhat[i];
-                                    dw[i] += dy[i] * xhat[i];
-                                    db[i] += dy[i];
-                                }
-                                g_mean /= h as f32;
-                                gx_mean /= h as f32;
-                                for i in 0..h {
-                                    dx[i] = rstd * (dy[i] * wv[i] - g_mean - xhat[i] * gx_mean);
-                                }
-                            }
+                            layer_norm_bwd_rows(x, dy, dx, wv, &mut dw, &mut db, self.eps);
                             (dw, db)
                         })
                         .reduce(
@@ -315,6 +409,8 @@ fn linear_dims(xl: &Layout, wl: &Layout, bl: &Layout) -> CResult<(usize, usize, 
 /// `torch.nn.Linear`, optionally followed by exact GELU in the same pass over the output.
 struct Linear {
     gelu: bool,
+    /// Whether backward can run (an input is tracked): only then is `pre` kept.
+    save: bool,
     /// With `gelu`: the pre-activation x Wᵀ + b, kept for backward.
     pre: std::sync::Mutex<Vec<f32>>,
 }
@@ -339,8 +435,12 @@ impl CustomOp3 for Linear {
     ) -> CResult<(CpuStorage, Shape)> {
         let (x, w, b) = (slice(xs, xl, self.name())?, slice(ws, wl, self.name())?, slice(bs, bl, self.name())?);
         let (rows, ins, outs, shape) = linear_dims(xl, wl, bl)?;
-        let pre = linear_fwd(x, w, b, rows, ins, outs);
+        let mut pre = linear_fwd(x, w, b, rows, ins, outs);
         if !self.gelu {
+            return Ok((CpuStorage::F32(pre), shape));
+        }
+        if !self.save {
+            pre.par_chunks_mut(4096).for_each(gelu_in_place);
             return Ok((CpuStorage::F32(pre), shape));
         }
         let mut y = vec![0f32; pre.len()];
@@ -387,13 +487,48 @@ impl CustomOp3 for Linear {
 
 /// y = x Wᵀ + b over the last dimension of `x`; `w` is (out, in), `b` (out,).
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
-    x.contiguous()?.apply_op3(w, b, Linear { gelu: false, pre: Default::default() })
+    x.contiguous()?.apply_op3(w, b, Linear { gelu: false, save: false, pre: Default::default() })
 }
 
 /// GELU(x Wᵀ + b) (BERT's intermediate layer) in one op: the activation is applied as the
 /// product's output is read, and backward needs no separate GELU node.
 pub fn linear_gelu(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
-    x.contiguous()?.apply_op3(w, b, Linear { gelu: true, pre: Default::default() })
+    let save = x.track_op() || w.track_op() || b.track_op();
+    x.contiguous()?.apply_op3(w, b, Linear { gelu: true, save, pre: Default::default() })
+}
+
+/// Inference only: GELU(x·wt + b) or x·wt + b with the weight stored transposed, `wt` (in, out)
+/// contiguous. gemm runs this product up to 1.4× faster than x·Wᵀ with W (out, in) when the
+/// output is narrow (it then packs W transposed on every call); the model keeps such copies
+/// for inference (see `model::InferenceWeights`). No backward: the inputs are not tracked.
+pub fn linear_transposed(x: &Tensor, wt: &Tensor, b: &Tensor, gelu: bool) -> candle_core::Result<Tensor> {
+    if x.track_op() || wt.track_op() || b.track_op() {
+        candle_core::bail!("linear_transposed is for inference: its inputs must not be tracked")
+    }
+    let (ins, outs) = wt.dims2()?;
+    let x = x.contiguous()?;
+    let rows = x.elem_count() / ins.max(1);
+    if x.dims().last() != Some(&ins) || b.elem_count() != outs {
+        candle_core::bail!("linear: input {:?}, transposed weight {:?}, bias {:?}", x.dims(), wt.dims(), b.dims())
+    }
+    let mut dims = x.dims().to_vec();
+    *dims.last_mut().expect("rank >= 1") = outs;
+    let mut y = with_data(&x, |x| {
+        with_data(wt, |wt| {
+            with_data(b, |b| {
+                let mut y = Vec::with_capacity(rows * outs);
+                for _ in 0..rows {
+                    y.extend_from_slice(b);
+                }
+                gemm_into(&mut y, true, View::rows(x, rows, ins), View::rows(wt, ins, outs));
+                Ok(y)
+            })
+        })
+    })?;
+    if gelu {
+        y.par_chunks_mut(4096).for_each(gelu_in_place);
+    }
+    Tensor::from_vec(y, dims, x.device())
 }
 
 // ---- dropout + residual ----------------------------------------------------------------------
@@ -468,6 +603,8 @@ struct Attention {
     lens: Arc<Vec<usize>>,
     /// Keep/scale values, per sentence (heads, t, t), sentences one after another, in training.
     dropout: Option<Arc<Vec<f32>>>,
+    /// Whether backward can run (the input is tracked): only then are `probs` kept.
+    save: bool,
     /// Softmax probabilities from the forward pass, laid out as `dropout`, for backward.
     probs: std::sync::Mutex<Vec<f32>>,
 }
@@ -541,27 +678,16 @@ impl CustomOp1 for Attention {
                 let (q, k, v) = qkv_heads(x, col, t, d, h);
                 let p = &mut probs[head * t * t..][..t * t];
                 gemm_local(p, false, q, k.t());
-                for row in p.chunks_mut(t) {
-                    let mut max = f32::NEG_INFINITY;
-                    for pj in row.iter_mut() {
-                        *pj *= self.scale;
-                        max = max.max(*pj);
-                    }
-                    let mut sum = 0f32;
-                    for pj in row.iter_mut() {
-                        *pj = exp(*pj - max);
-                        sum += *pj;
-                    }
-                    let inv = 1.0 / sum;
-                    row.iter_mut().for_each(|pj| *pj *= inv);
-                }
+                softmax_rows(p, t, self.scale);
                 let keep = self.dropout.as_ref().map(|m| &m[at + head * t * t..][..t * t]);
                 let p = with_keep(&mut kept, p, keep);
                 gemm_local(&mut ctx, false, View::rows(p, t, t), v);
                 scatter_head(out, &ctx, col, h, d);
             }
         });
-        *saved(&self.probs, self.name())? = probs;
+        if self.save {
+            *saved(&self.probs, self.name())? = probs;
+        }
         Ok((CpuStorage::F32(out), Shape::from((n, h))))
     }
 
@@ -617,6 +743,23 @@ impl CustomOp1 for Attention {
     }
 }
 
+multiversion! {
+    /// Each row of width t of `p` becomes softmax(scale · row), in place (scale > 0, so the
+    /// row's max scaled is the max of the scaled row).
+    fn softmax_rows(p: &mut [f32], t: usize, scale: f32) {
+        for row in p.chunks_mut(t) {
+            let shift = lane_max(row) * scale;
+            for v in row.iter_mut() {
+                *v = exp(*v * scale - shift);
+            }
+            let inv = 1.0 / lane_sum(row, |v| v);
+            for v in row.iter_mut() {
+                *v *= inv;
+            }
+        }
+    }
+}
+
 /// Columns col..col + d of a (t, width) matrix: one head, read in place.
 fn head_view(x: &[f32], col: usize, t: usize, d: usize, width: usize) -> View<'_> {
     View { data: &x[col..], rows: t, cols: d, rs: width, cs: 1 }
@@ -656,7 +799,8 @@ pub fn attention(
     lens: Arc<Vec<usize>>,
     dropout: Option<Arc<Vec<f32>>>,
 ) -> candle_core::Result<Tensor> {
-    let op = Attention { heads, scale: scale as f32, lens, dropout, probs: Default::default() };
+    let save = qkv.track_op();
+    let op = Attention { heads, scale: scale as f32, lens, dropout, save, probs: Default::default() };
     qkv.contiguous()?.apply_op1(op)
 }
 
@@ -682,36 +826,20 @@ fn gelu_cdf(x: f32) -> f32 {
     (erf(x * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5
 }
 
-/// Compiles an element loop twice: for baseline x86-64 (4-wide SSE2, what the crate targets)
-/// and for AVX-512 (16-wide), picked at run time. Elementwise results are the same bits
-/// (no reassociation, no contraction); only the width changes.
-macro_rules! multiversion {
-    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
-        $(#[$doc])*
-        fn $name($($arg: $ty),*) {
-            #[inline(always)]
-            fn generic($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx512vl,avx2")]
-                unsafe fn wide($($arg: $ty),*) {
-                    generic($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl") {
-                    // SAFETY: the CPU has the features `wide` was compiled for.
-                    return unsafe { wide($($arg),*) };
-                }
-            }
-            generic($($arg),*)
-        }
-    };
-}
-
 multiversion! {
     /// y = x·Φ(x), elementwise.
     fn gelu_fwd(x: &[f32], y: &mut [f32]) {
         for (y, &x) in y.iter_mut().zip(x) {
             *y = x * gelu_cdf(x);
+        }
+    }
+}
+
+multiversion! {
+    /// x = x·Φ(x), elementwise, in place (inference: no pre-activation to keep).
+    fn gelu_in_place(x: &mut [f32]) {
+        for x in x.iter_mut() {
+            *x *= gelu_cdf(*x);
         }
     }
 }

@@ -583,7 +583,7 @@ fn eval_cmd(args: &EvalArgs) -> Result<()> {
         results.insert(
             lang.clone(),
             serde_json::json!({"f1": eval.f1(), "loss": eval.loss, "sentences": eval.gold.len(), "report": eval.report,
-                "seconds": eval.seconds}),
+                "seconds": eval.seconds, "tokens": eval.tokens}),
         );
     }
     if args.json {

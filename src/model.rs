@@ -177,8 +177,8 @@ pub struct Linear {
 }
 
 impl Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(kernels::linear(x, self.weight.as_tensor(), self.bias.as_tensor())?)
+    fn forward(&self, x: &Tensor, grad: Grad) -> Result<Tensor> {
+        Ok(kernels::linear(x, &grad.param(&self.weight), &grad.param(&self.bias))?)
     }
 }
 
@@ -190,8 +190,26 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(kernels::layer_norm(x, self.weight.as_tensor(), self.bias.as_tensor(), self.eps)?)
+    fn forward(&self, x: &Tensor, grad: Grad) -> Result<Tensor> {
+        Ok(kernels::layer_norm(x, &grad.param(&self.weight), &grad.param(&self.bias), self.eps)?)
+    }
+}
+
+/// Whether a forward pass builds the autograd graph. Without it (inference) every parameter
+/// is read detached, so no op records its inputs: each intermediate is freed as soon as the
+/// next layer has read it, and the fused kernels skip the state only backward reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Grad {
+    Track,
+    Off,
+}
+
+impl Grad {
+    fn param(self, v: &Var) -> Tensor {
+        match self {
+            Grad::Track => v.as_tensor().clone(),
+            Grad::Off => v.as_tensor().detach(),
+        }
     }
 }
 
@@ -230,6 +248,45 @@ pub struct TokenClassifier {
     /// Every parameter with its transformers name (prefixed as in a token-classification
     /// checkpoint), in one list: the optimizer and the checkpoint writer walk it.
     pub params: Vec<(String, Var)>,
+    /// The body's weights laid out for inference, made by the first inference pass and
+    /// dropped by `forward_train` (which precedes every optimizer step) and `weights_changed`.
+    inference: std::sync::RwLock<Option<Arc<InferenceWeights>>>,
+}
+
+/// Per layer, the linear weights transposed to (in, out) — gemm's fast layout for y = x·W —
+/// and q, k, v side by side: one copy of the body's matrices (85 MB for e5-small), made once
+/// instead of the three concatenations and the transposed packing of every batch.
+pub struct InferenceWeights {
+    layers: Vec<LayerWeights>,
+}
+
+struct LayerWeights {
+    qkv: (Tensor, Tensor),
+    attention_output: Tensor,
+    intermediate: Tensor,
+    output: Tensor,
+}
+
+impl InferenceWeights {
+    fn new(layers: &[Layer]) -> Result<Self> {
+        let t = |w: &Var| -> Result<Tensor> { Ok(w.as_tensor().detach().t()?.contiguous()?) };
+        let layers = layers
+            .iter()
+            .map(|l| {
+                let a = &l.attention;
+                let qkv_w = Tensor::cat(&[t(&a.query.weight)?, t(&a.key.weight)?, t(&a.value.weight)?], 1)?;
+                let qkv_b =
+                    Tensor::cat(&[&a.query.bias, &a.key.bias, &a.value.bias].map(|v| v.as_tensor().detach()), 0)?;
+                Ok(LayerWeights {
+                    qkv: (qkv_w, qkv_b),
+                    attention_output: t(&a.output.weight)?,
+                    intermediate: t(&l.intermediate.weight)?,
+                    output: t(&l.output.weight)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(InferenceWeights { layers })
+    }
 }
 
 /// The word-embedding rows a training batch gathered, with the ids they came from.
@@ -320,17 +377,18 @@ impl TokenClassifier {
         packing: &Packing,
         words: Option<&Var>,
         rng: &mut Option<&mut DropoutRng>,
+        grad: Grad,
     ) -> Result<Tensor> {
         let e = &self.embeddings;
         let words = match words {
             Some(rows) => rows.as_tensor().clone(),
-            None => e.word.as_tensor().index_select(&packing.select(&batch.input_ids)?, 0)?,
+            None => grad.param(&e.word).index_select(&packing.select(&batch.input_ids)?, 0)?,
         };
-        let positions = e.position.as_tensor().index_select(&packing.select(&batch.position_ids)?, 0)?;
+        let positions = grad.param(&e.position).index_select(&packing.select(&batch.position_ids)?, 0)?;
         // Token type ids are all 0 for single sentences: row 0 for every position.
-        let token_type = e.token_type.as_tensor().narrow(0, 0, 1)?;
+        let token_type = grad.param(&e.token_type).narrow(0, 0, 1)?;
         let x = words.add(&positions)?.broadcast_add(&token_type)?;
-        let x = e.layer_norm.forward(&x)?;
+        let x = e.layer_norm.forward(&x, grad)?;
         dropout(&x, self.config.hidden_dropout_prob, rng)
     }
 
@@ -340,14 +398,21 @@ impl TokenClassifier {
         x: &Tensor,
         lens: &Arc<Vec<usize>>,
         rng: &mut Option<&mut DropoutRng>,
+        grad: Grad,
+        fast: Option<&LayerWeights>,
     ) -> Result<Tensor> {
         let h = x.dim(1)?;
         let heads = self.config.num_attention_heads;
         // One product for q, k and v (a wider product runs closer to the GEMM's peak, and x
         // gets one gradient contribution instead of three).
-        let w = Tensor::cat(&[a.query.weight.as_tensor(), a.key.weight.as_tensor(), a.value.weight.as_tensor()], 0)?;
-        let bias = Tensor::cat(&[a.query.bias.as_tensor(), a.key.bias.as_tensor(), a.value.bias.as_tensor()], 0)?;
-        let qkv = kernels::linear(x, &w, &bias)?;
+        let qkv = match fast {
+            Some(f) => kernels::linear_transposed(x, &f.qkv.0, &f.qkv.1, false)?,
+            None => {
+                let w = [&a.query.weight, &a.key.weight, &a.value.weight].map(|v| grad.param(v));
+                let bias = [&a.query.bias, &a.key.bias, &a.value.bias].map(|v| grad.param(v));
+                kernels::linear(x, &Tensor::cat(&w, 0)?, &Tensor::cat(&bias, 0)?)?
+            }
+        };
         let p = self.config.attention_probs_dropout_prob;
         let drop_mask = match rng {
             Some(r) if p > 0.0 => Some(r.mask(heads * lens.iter().map(|n| n * n).sum::<usize>(), p)),
@@ -355,8 +420,12 @@ impl TokenClassifier {
         };
         let scale = 1.0 / ((h / heads) as f64).sqrt();
         let context = kernels::attention(&qkv, heads, scale, lens.clone(), drop_mask)?;
-        let out = residual_dropout(&a.output.forward(&context)?, x, self.config.hidden_dropout_prob, rng)?;
-        a.layer_norm.forward(&out)
+        let projected = match fast {
+            Some(f) => kernels::linear_transposed(&context, &f.attention_output, &grad.param(&a.output.bias), false)?,
+            None => a.output.forward(&context, grad)?,
+        };
+        let out = residual_dropout(&projected, x, self.config.hidden_dropout_prob, rng)?;
+        a.layer_norm.forward(&out, grad)
     }
 
     fn layer(
@@ -365,18 +434,27 @@ impl TokenClassifier {
         x: &Tensor,
         lens: &Arc<Vec<usize>>,
         rng: &mut Option<&mut DropoutRng>,
+        grad: Grad,
+        fast: Option<&LayerWeights>,
     ) -> Result<Tensor> {
-        let x = self.attention(&l.attention, x, lens, rng)?;
-        let i = &l.intermediate;
-        let inner = kernels::linear_gelu(&x, i.weight.as_tensor(), i.bias.as_tensor())?;
-        let out = residual_dropout(&l.output.forward(&inner)?, &x, self.config.hidden_dropout_prob, rng)?;
-        l.layer_norm.forward(&out)
+        let x = self.attention(&l.attention, x, lens, rng, grad, fast)?;
+        let (i, o) = (&l.intermediate, &l.output);
+        let out = match fast {
+            Some(f) => {
+                let inner = kernels::linear_transposed(&x, &f.intermediate, &grad.param(&i.bias), true)?;
+                kernels::linear_transposed(&inner, &f.output, &grad.param(&o.bias), false)?
+            }
+            None => o.forward(&kernels::linear_gelu(&x, &grad.param(&i.weight), &grad.param(&i.bias))?, grad)?,
+        };
+        let out = residual_dropout(&out, &x, self.config.hidden_dropout_prob, rng)?;
+        l.layer_norm.forward(&out, grad)
     }
 
-    /// The encoder's last hidden states (batch, seq, hidden); zeros on padding.
+    /// The encoder's last hidden states (batch, seq, hidden); zeros on padding. No autograd
+    /// graph (inference).
     pub fn encode(&self, batch: &Batch, rng: Option<&mut DropoutRng>) -> Result<Tensor> {
         let packing = Packing::new(batch)?;
-        packing.unpack(&self.encode_packed(batch, &packing, None, rng)?)
+        packing.unpack(&self.encode_packed(batch, &packing, None, rng, Grad::Off)?)
     }
 
     /// Hidden states of the real tokens, packed (n, hidden).
@@ -386,19 +464,42 @@ impl TokenClassifier {
         packing: &Packing,
         words: Option<&Var>,
         mut rng: Option<&mut DropoutRng>,
+        grad: Grad,
     ) -> Result<Tensor> {
-        let mut x = self.embed(batch, packing, words, &mut rng)?;
-        for l in &self.layers {
-            x = self.layer(l, &x, &packing.lens, &mut rng)?;
+        let mut x = self.embed(batch, packing, words, &mut rng, grad)?;
+        let fast = match grad {
+            Grad::Off => Some(self.inference_weights()?),
+            Grad::Track => None,
+        };
+        for (i, l) in self.layers.iter().enumerate() {
+            let f = fast.as_ref().map(|f| &f.layers[i]);
+            x = self.layer(l, &x, &packing.lens, &mut rng, grad, f)?;
         }
         Ok(x)
     }
 
-    /// Logits (batch, seq, labels); padded positions hold zeros (never read).
-    /// With `rng`, training mode (dropout on).
+    /// The inference layout of the body's weights, made on first use.
+    fn inference_weights(&self) -> Result<Arc<InferenceWeights>> {
+        // A poisoned lock only means a panic elsewhere while it was held; the cache stays valid.
+        if let Some(w) = self.inference.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            return Ok(w.clone());
+        }
+        let w = Arc::new(InferenceWeights::new(&self.layers)?);
+        *self.inference.write().unwrap_or_else(|e| e.into_inner()) = Some(w.clone());
+        Ok(w)
+    }
+
+    /// Drops the inference copies of the weights: whatever writes the parameters other than
+    /// an optimizer step after `forward_train` must call this before the next inference pass.
+    pub fn weights_changed(&self) {
+        *self.inference.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Logits (batch, seq, labels); padded positions hold zeros (never read). No autograd
+    /// graph (inference; `forward_train` builds one). With `rng`, dropout is on.
     pub fn forward(&self, batch: &Batch, rng: Option<&mut DropoutRng>) -> Result<Tensor> {
         let packing = Packing::new(batch)?;
-        self.forward_with(batch, &packing, None, rng)
+        self.forward_with(batch, &packing, None, rng, Grad::Off)
     }
 
     fn forward_with(
@@ -407,10 +508,11 @@ impl TokenClassifier {
         packing: &Packing,
         words: Option<&Var>,
         mut rng: Option<&mut DropoutRng>,
+        grad: Grad,
     ) -> Result<Tensor> {
-        let hidden = self.encode_packed(batch, packing, words, rng.as_deref_mut())?;
+        let hidden = self.encode_packed(batch, packing, words, rng.as_deref_mut(), grad)?;
         let hidden = dropout(&hidden, self.config.head_dropout(), &mut rng)?;
-        packing.unpack(&self.classifier.forward(&hidden)?)
+        packing.unpack(&self.classifier.forward(&hidden, grad)?)
     }
 
     /// The training forward pass: logits, and the batch's word-embedding rows (real tokens
@@ -419,10 +521,12 @@ impl TokenClassifier {
     /// (vocabulary, hidden) one — 384 MB for XLM-R's vocabulary at hidden 384 — every step; the
     /// optimizer scatters it.
     pub fn forward_train(&self, batch: &Batch, rng: Option<&mut DropoutRng>) -> Result<(Tensor, WordRows)> {
+        // The optimizer step that follows changes the weights the inference copies hold.
+        self.weights_changed();
         let packing = Packing::new(batch)?;
         let ids = packing.select(&batch.input_ids)?;
         let rows = Var::from_tensor(&self.embeddings.word.as_tensor().detach().index_select(&ids, 0)?)?;
-        let logits = self.forward_with(batch, &packing, Some(&rows), rng)?;
+        let logits = self.forward_with(batch, &packing, Some(&rows), rng, Grad::Track)?;
         Ok((logits, WordRows { ids: ids.to_vec1()?, rows }))
     }
 
@@ -563,7 +667,7 @@ impl TokenClassifier {
         };
         params.push(("classifier.weight".into(), classifier.weight.clone()));
         params.push(("classifier.bias".into(), classifier.bias.clone()));
-        Ok(TokenClassifier { config, family, embeddings, layers, classifier, params })
+        Ok(TokenClassifier { config, family, embeddings, layers, classifier, params, inference: Default::default() })
     }
 
     /// The parameters as named f32 tensors, under transformers' token-classification names.

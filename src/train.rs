@@ -137,6 +137,7 @@ pub fn train_step(
     let sparse: Vec<(usize, &SparseRows)> = word_grad.iter().map(|g| (model.word_embedding_index(), g)).collect();
     let norm = grad_norm(&model.params, &grads, &sparse)?;
     opt.step(&model.params, &grads, &sparse, lr, (max_grad_norm / (norm + 1e-6)).min(1.0))?;
+    model.weights_changed();
     let t3 = Instant::now();
     Ok(Some(StepOutcome {
         loss: loss.to_scalar::<f32>()? as f64,

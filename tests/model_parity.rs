@@ -127,3 +127,24 @@ fn dropout_changes_training_outputs_and_is_seeded() {
     assert!(max_abs_diff(&eval, &train_a) > 1e-3, "dropout must act in training mode");
     assert_eq!(max_abs_diff(&train_a, &train_b), 0.0, "same seed, same masks");
 }
+
+#[test]
+fn inference_after_an_update_reads_the_updated_weights() {
+    // Inference keeps transposed copies of the weights; a training step must retire them.
+    let dir = common::fixtures().join("parity/xlm-roberta");
+    let model = TokenClassifier::load(&dir.join("model"), None, 0, &Device::Cpu).unwrap();
+    let inputs: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("inputs.json")).unwrap()).unwrap();
+    let batch = batch(&model, &inputs["batches"][0]);
+    let real = real_positions(&batch);
+    let before = model.forward(&batch, None).unwrap().broadcast_mul(&real).unwrap();
+    let mut opt = xner::optim::AdamW::new(&model.params, xner::optim::AdamWConfig::default());
+    let mut rng = xner::model::DropoutRng::new(3);
+    xner::train::train_step(&model, &mut opt, &batch, &mut rng, 1e-2, 1.0).unwrap().expect("labelled batch");
+    let after = model.forward(&batch, None).unwrap().broadcast_mul(&real).unwrap();
+    // The autograd path reads the parameters themselves, never the inference copies.
+    let (tracked, _) = model.forward_train(&batch, None).unwrap();
+    let tracked = tracked.broadcast_mul(&real).unwrap();
+    assert!(max_abs_diff(&before, &after) > 1e-3, "the update must change the logits");
+    let diff = max_abs_diff(&after, &tracked);
+    assert!(diff <= 1e-5, "inference and the training path differ by {diff} after an update");
+}
