@@ -71,6 +71,9 @@ fn main() {
         ("fwd x·Wᵀ 384→384", r, 384, 384, false, true),
         ("fwd x·Wᵀ 384→1536", r, 1536, 384, false, true),
         ("fwd x·Wᵀ 1536→384", r, 384, 1536, false, true),
+        // The same products with W stored transposed (in, out), as inference keeps it.
+        ("fwd x·Wt 384→384 (Wᵀ stored)", r, 384, 384, false, false),
+        ("fwd x·Wt 1536→384 (Wᵀ stored)", r, 384, 1536, false, false),
         ("fwd x·Wt 384→384 (Wᵀ stored)", r, 384, 384, false, false),
         ("fwd x·Wt 384→1152 (Wᵀ stored)", r, 1152, 384, false, false),
         ("fwd x·Wᵀ 384→1152", r, 1152, 384, false, true),

@@ -1,7 +1,7 @@
 """The Python peer of `xner bench`: the same batches through transformers + PyTorch, timed the
 same way — per batch a training step (forward, backward, clip_grad_norm_ + the Trainer's
-default fused AdamW) and an inference pass, after one untimed warm-up step on the first batch —
-and summed. Batches come from xner as JSON (unpadded ids and labels per sentence); they are
+default fused AdamW), after one untimed warm-up step on the first batch, then per batch an
+inference pass (eval mode, no_grad) — and summed. Batches come from xner as JSON (unpadded ids and labels per sentence); they are
 padded here as transformers' DataCollatorForTokenClassification pads them. Prints one JSON
 object, with the process's peak resident memory.
 
@@ -56,16 +56,17 @@ for k, (ids, mask, labels) in enumerate([batches[0]] + batches):
     opt.step()
     opt.zero_grad(set_to_none=True)
     t3 = time.perf_counter()
-    model.eval()
-    with torch.no_grad():
-        model(input_ids=ids, attention_mask=mask).logits.sum().item()
-    t4 = time.perf_counter()
-    model.train()
     if k > 0:  # the first is the warm-up
-        for name, dt in zip(totals, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+        for name, dt in zip(totals, (t1 - t0, t2 - t1, t3 - t2)):
             totals[name] += dt
         tokens += int(mask.sum())
         padded_tokens += mask.numel()
+model.eval()
+with torch.no_grad():
+    for ids, mask, labels in batches:
+        t0 = time.perf_counter()
+        model(input_ids=ids, attention_mask=mask).logits.sum().item()
+        totals["inference"] += time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 print(json.dumps({**totals, "steps": len(batches), "tokens": tokens, "padded_tokens": padded_tokens,
                   "peak_bytes": peak, "torch": torch.__version__}))
