@@ -10,23 +10,34 @@ use crate::model::{Batch, TokenClassifier};
 
 /// Pads `sentences` into one batch for `model`.
 pub fn collate(model: &TokenClassifier, sentences: &[&AlignedSentence], device: &Device) -> Result<Batch> {
+    let rows: Vec<(&[u32], &[i64])> = sentences.iter().map(|s| (&s.input_ids[..], &s.label_ids[..])).collect();
+    pad_rows(model, &rows, device)
+}
+
+/// Pads token ids without labels (tagging new text) into one batch: labels all -100.
+pub fn collate_ids(model: &TokenClassifier, ids: &[&[u32]], device: &Device) -> Result<Batch> {
+    let rows: Vec<(&[u32], &[i64])> = ids.iter().map(|ids| (*ids, &[][..])).collect();
+    pad_rows(model, &rows, device)
+}
+
+/// (ids, labels) rows padded to the longest; labels shorter than their ids are padded too.
+fn pad_rows(model: &TokenClassifier, rows: &[(&[u32], &[i64])], device: &Device) -> Result<Batch> {
     let pad = model.config.pad_token_id;
-    let b = sentences.len();
-    let t = sentences.iter().map(|s| s.len()).max().unwrap_or(0);
+    let b = rows.len();
+    let t = rows.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0);
     let mut ids = Vec::with_capacity(b * t);
     let mut mask = Vec::with_capacity(b * t);
     let mut labels = Vec::with_capacity(b * t);
-    let mut rows = Vec::with_capacity(b);
-    for s in sentences {
-        let n = s.len();
-        ids.extend_from_slice(&s.input_ids);
+    for (row, row_labels) in rows {
+        let n = row.len();
+        ids.extend_from_slice(row);
         ids.extend(std::iter::repeat_n(pad, t - n));
         mask.extend(std::iter::repeat_n(1u32, n).chain(std::iter::repeat_n(0, t - n)));
-        labels.extend_from_slice(&s.label_ids);
-        labels.extend(std::iter::repeat_n(IGNORE_INDEX, t - n));
-        rows.push(s.input_ids.clone());
+        labels.extend_from_slice(row_labels);
+        labels.extend(std::iter::repeat_n(IGNORE_INDEX, t - row_labels.len()));
     }
-    let positions = model.position_ids(&rows, t);
+    let id_rows: Vec<Vec<u32>> = rows.iter().map(|(ids, _)| ids.to_vec()).collect();
+    let positions = model.position_ids(&id_rows, t);
     Ok(Batch {
         input_ids: Tensor::from_vec(ids, (b, t), device)?,
         attention_mask: Tensor::from_vec(mask, (b, t), device)?,

@@ -352,12 +352,27 @@ fn with_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> CResult<R>) -> CResult<R> 
 
 // ---- Linear: y = x Wᵀ + b, and Linear + GELU ------------------------------------------------
 
+/// `rows` copies of `row`, one after another, written by the threads in parallel straight into
+/// fresh memory (a serial fill left the other core idle for ~3 % of an inference pass).
+fn repeat_rows(row: &[f32], rows: usize) -> Vec<f32> {
+    let (w, n) = (row.len(), rows * row.len());
+    let mut y = Vec::with_capacity(n);
+    if n > 0 {
+        y.spare_capacity_mut()[..n].par_chunks_mut(w * ROWS_PER_TASK).for_each(|chunk| {
+            // Chunks start on row boundaries, so cycling the row lines up.
+            for (dst, &v) in chunk.iter_mut().zip(row.iter().cycle()) {
+                dst.write(v);
+            }
+        });
+    }
+    // SAFETY: the loop above wrote all n elements (the chunks cover 0..n).
+    unsafe { y.set_len(n) };
+    y
+}
+
 /// y = x Wᵀ + b for x (rows, ins), W (outs, ins): one product with the bias as its start value.
 fn linear_fwd(x: &[f32], w: &[f32], b: &[f32], rows: usize, ins: usize, outs: usize) -> Vec<f32> {
-    let mut y = Vec::with_capacity(rows * outs);
-    for _ in 0..rows {
-        y.extend_from_slice(b);
-    }
+    let mut y = repeat_rows(b, rows);
     gemm_into(&mut y, true, View::rows(x, rows, ins), View::rows(w, outs, ins).t());
     y
 }
@@ -516,10 +531,7 @@ pub fn linear_transposed(x: &Tensor, wt: &Tensor, b: &Tensor, gelu: bool) -> can
     let mut y = with_data(&x, |x| {
         with_data(wt, |wt| {
             with_data(b, |b| {
-                let mut y = Vec::with_capacity(rows * outs);
-                for _ in 0..rows {
-                    y.extend_from_slice(b);
-                }
+                let mut y = repeat_rows(b, rows);
                 gemm_into(&mut y, true, View::rows(x, rows, ins), View::rows(wt, ins, outs));
                 Ok(y)
             })

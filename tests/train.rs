@@ -231,4 +231,30 @@ fn a_short_fine_tune_of_e5_small_beats_an_untrained_head() {
         let (s, t) = (e["start"].as_u64().unwrap() as usize, e["end"].as_u64().unwrap() as usize);
         assert_eq!(chars[s..t].iter().collect::<String>(), e["text"].as_str().unwrap());
     }
+
+    // A file: lines of different lengths share padded batches, yet each line is tagged as it
+    // is alone; output keeps the input's order.
+    let lines = [text, "", "Angela Merkel besuchte Paris", text, "Berlin"];
+    let file = tmp.path().join("lines.txt");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let out = run_xner(&["tag", "--model", path(&out_dir), "--json", "--batch-size", "2", "--file", path(&file)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), lines.len());
+    for (i, (row, line)) in rows.iter().zip(lines).enumerate() {
+        assert_eq!(row["line"], i + 1);
+        if line.is_empty() {
+            continue; // the command line takes no empty text
+        }
+        let alone = run_xner(&["tag", "--model", path(&out_dir), "--json", line]);
+        let alone: serde_json::Value = serde_json::from_slice(&alone.stdout).unwrap();
+        assert_eq!(row["tags"], alone["tags"], "line {}", i + 1);
+        assert_eq!(row["entities"], alone["entities"], "line {}", i + 1);
+    }
+    // A line too long for the model: the error names the file and the line.
+    std::fs::write(&file, format!("Berlin\n{}\n", "Wort ".repeat(600))).unwrap();
+    let out = run_xner(&["tag", "--model", path(&out_dir), "--file", path(&file)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains(&format!("{}:2", file.display())), "{stderr}");
 }
