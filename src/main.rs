@@ -884,6 +884,10 @@ fn bench_cmd(args: &BenchArgs) -> Result<()> {
         rate(ours.tokens, ours.inference),
         gib(our_peak.map(|b| b as f64))
     );
+    println!(
+        "xner's inference layout of the weights (made once per evaluation, not in the sums): {:.3} s",
+        ours.inference_setup
+    );
     if let (Some(t), Some(step)) = (&torch, torch_step) {
         println!(
             "torch: {} real tokens/s training, {} inference; peak memory {} (torch {})",

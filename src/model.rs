@@ -478,6 +478,11 @@ impl TokenClassifier {
         Ok(x)
     }
 
+    /// Makes the inference layout of the weights now (the first inference pass otherwise does).
+    pub fn prepare_inference(&self) -> Result<()> {
+        self.inference_weights().map(|_| ())
+    }
+
     /// The inference layout of the body's weights, made on first use.
     fn inference_weights(&self) -> Result<Arc<InferenceWeights>> {
         // A poisoned lock only means a panic elsewhere while it was held; the cache stays valid.
