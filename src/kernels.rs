@@ -1026,6 +1026,22 @@ mod tests {
     }
 
     #[test]
+    fn inference_linear_on_transposed_weights_matches_the_training_op() {
+        let (x, w, b) = (var(&[3, 5, 12], 41), var(&[40, 12], 42), var(&[40], 43));
+        let (x, w, b) = (x.as_tensor().detach(), w.as_tensor().detach(), b.as_tensor().detach());
+        let wt = w.t().unwrap().contiguous().unwrap();
+        for gelu in [false, true] {
+            let want = if gelu { linear_gelu(&x, &w, &b) } else { linear(&x, &w, &b) }.unwrap();
+            let got = linear_transposed(&x, &wt, &b, gelu).unwrap();
+            assert_eq!(got.dims(), &[3, 5, 40]);
+            assert!(max_diff(&got, &want) < 1e-5, "gelu {gelu}");
+        }
+        // It has no backward, so it refuses tracked inputs instead of cutting the graph.
+        let tracked = var(&[2, 12], 44);
+        assert!(linear_transposed(tracked.as_tensor(), &wt, &b, false).is_err());
+    }
+
+    #[test]
     fn polynomial_erf_is_within_1e6_of_libm() {
         let worst = (-6000..=6000)
             .map(|i| i as f32 / 1000.0)
