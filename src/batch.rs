@@ -36,7 +36,7 @@ fn pad_rows(model: &TokenClassifier, rows: &[(&[u32], &[i64])], device: &Device)
         labels.extend_from_slice(row_labels);
         labels.extend(std::iter::repeat_n(IGNORE_INDEX, t - row_labels.len()));
     }
-    let id_rows: Vec<Vec<u32>> = rows.iter().map(|(ids, _)| ids.to_vec()).collect();
+    let id_rows: Vec<&[u32]> = rows.iter().map(|(ids, _)| *ids).collect();
     let positions = model.position_ids(&id_rows, t);
     Ok(Batch {
         input_ids: Tensor::from_vec(ids, (b, t), device)?,

@@ -100,6 +100,19 @@ fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     acc.iter().sum::<f32>() + tail.iter().map(|&v| f(v)).sum::<f32>()
 }
 
+/// Σ aᵢ·bᵢ, lane-wise.
+#[inline(always)]
+fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let body = a.len().min(b.len()) / LANES * LANES;
+    for (x, y) in a[..body].chunks_exact(LANES).zip(b[..body].chunks_exact(LANES)) {
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + a[body..].iter().zip(&b[body..]).map(|(x, y)| x * y).sum::<f32>()
+}
+
 /// max xᵢ, lane-wise.
 #[inline(always)]
 fn lane_max(x: &[f32]) -> f32 {
@@ -166,17 +179,7 @@ multiversion! {
                 dx[i] = dy[i] * w[i];
             }
             let g_mean = lane_sum(dx, |g| g) / h as f32;
-            let (mut acc, mut tail) = ([0f32; LANES], 0f32);
-            let body = h - h % LANES;
-            for (g, xh) in dx[..body].chunks_exact(LANES).zip(xhat[..body].chunks_exact(LANES)) {
-                for i in 0..LANES {
-                    acc[i] += g[i] * xh[i];
-                }
-            }
-            for (g, xh) in dx[body..].iter().zip(&xhat[body..]) {
-                tail += g * xh;
-            }
-            let gx_mean = (acc.iter().sum::<f32>() + tail) / h as f32;
+            let gx_mean = lane_dot(dx, &xhat) / h as f32;
             for i in 0..h {
                 dx[i] = rstd * (dx[i] - g_mean - xhat[i] * gx_mean);
             }
@@ -370,10 +373,11 @@ fn repeat_rows(row: &[f32], rows: usize) -> Vec<f32> {
     y
 }
 
-/// y = x Wᵀ + b for x (rows, ins), W (outs, ins): one product with the bias as its start value.
-fn linear_fwd(x: &[f32], w: &[f32], b: &[f32], rows: usize, ins: usize, outs: usize) -> Vec<f32> {
+/// y = x·w + b for x (rows, ins) and a weight view w (ins, outs) — Wᵀ of a (outs, ins) W, or
+/// a stored transpose: one product with the bias as its start value.
+fn linear_fwd(x: &[f32], w: View, b: &[f32], rows: usize) -> Vec<f32> {
     let mut y = repeat_rows(b, rows);
-    gemm_into(&mut y, true, View::rows(x, rows, ins), View::rows(w, outs, ins).t());
+    gemm_into(&mut y, true, View::rows(x, rows, w.rows), w);
     y
 }
 
@@ -450,7 +454,7 @@ impl CustomOp3 for Linear {
     ) -> CResult<(CpuStorage, Shape)> {
         let (x, w, b) = (slice(xs, xl, self.name())?, slice(ws, wl, self.name())?, slice(bs, bl, self.name())?);
         let (rows, ins, outs, shape) = linear_dims(xl, wl, bl)?;
-        let mut pre = linear_fwd(x, w, b, rows, ins, outs);
+        let mut pre = linear_fwd(x, View::rows(w, outs, ins).t(), b, rows);
         if !self.gelu {
             return Ok((CpuStorage::F32(pre), shape));
         }
@@ -528,15 +532,8 @@ pub fn linear_transposed(x: &Tensor, wt: &Tensor, b: &Tensor, gelu: bool) -> can
     }
     let mut dims = x.dims().to_vec();
     *dims.last_mut().expect("rank >= 1") = outs;
-    let mut y = with_data(&x, |x| {
-        with_data(wt, |wt| {
-            with_data(b, |b| {
-                let mut y = repeat_rows(b, rows);
-                gemm_into(&mut y, true, View::rows(x, rows, ins), View::rows(wt, ins, outs));
-                Ok(y)
-            })
-        })
-    })?;
+    let mut y =
+        with_data(&x, |x| with_data(wt, |wt| with_data(b, |b| Ok(linear_fwd(x, View::rows(wt, ins, outs), b, rows)))))?;
     if gelu {
         y.par_chunks_mut(4096).for_each(gelu_in_place);
     }

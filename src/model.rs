@@ -177,7 +177,7 @@ pub struct Linear {
 }
 
 impl Linear {
-    fn forward(&self, x: &Tensor, grad: Grad) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, grad: Grad<'_>) -> Result<Tensor> {
         Ok(kernels::linear(x, &grad.param(&self.weight), &grad.param(&self.bias))?)
     }
 }
@@ -190,25 +190,34 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
-    fn forward(&self, x: &Tensor, grad: Grad) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, grad: Grad<'_>) -> Result<Tensor> {
         Ok(kernels::layer_norm(x, &grad.param(&self.weight), &grad.param(&self.bias), self.eps)?)
     }
 }
 
 /// Whether a forward pass builds the autograd graph. Without it (inference) every parameter
 /// is read detached, so no op records its inputs: each intermediate is freed as soon as the
-/// next layer has read it, and the fused kernels skip the state only backward reads.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Grad {
+/// next layer has read it, and the fused kernels skip the state only backward reads; the
+/// linear layers then read the weights' inference layout.
+#[derive(Clone, Copy)]
+enum Grad<'a> {
     Track,
-    Off,
+    Off(&'a InferenceWeights),
 }
 
-impl Grad {
+impl<'a> Grad<'a> {
     fn param(self, v: &Var) -> Tensor {
         match self {
             Grad::Track => v.as_tensor().clone(),
-            Grad::Off => v.as_tensor().detach(),
+            Grad::Off(_) => v.as_tensor().detach(),
+        }
+    }
+
+    /// Layer `index`'s weights in their inference layout, in inference.
+    fn layer(self, index: usize) -> Option<&'a LayerWeights> {
+        match self {
+            Grad::Track => None,
+            Grad::Off(w) => w.layers.get(index),
         }
     }
 }
@@ -249,7 +258,7 @@ pub struct TokenClassifier {
     /// checkpoint), in one list: the optimizer and the checkpoint writer walk it.
     pub params: Vec<(String, Var)>,
     /// The body's weights laid out for inference, made by the first inference pass and
-    /// dropped by `forward_train` (which precedes every optimizer step) and `weights_changed`.
+    /// dropped by `weights_changed` (which every training step calls after its update).
     inference: std::sync::RwLock<Option<Arc<InferenceWeights>>>,
 }
 
@@ -377,7 +386,7 @@ impl TokenClassifier {
         packing: &Packing,
         words: Option<&Var>,
         rng: &mut Option<&mut DropoutRng>,
-        grad: Grad,
+        grad: Grad<'_>,
     ) -> Result<Tensor> {
         let e = &self.embeddings;
         let words = match words {
@@ -395,12 +404,13 @@ impl TokenClassifier {
     fn attention(
         &self,
         a: &Attention,
+        index: usize,
         x: &Tensor,
         lens: &Arc<Vec<usize>>,
         rng: &mut Option<&mut DropoutRng>,
-        grad: Grad,
-        fast: Option<&LayerWeights>,
+        grad: Grad<'_>,
     ) -> Result<Tensor> {
+        let fast = grad.layer(index);
         let h = x.dim(1)?;
         let heads = self.config.num_attention_heads;
         // One product for q, k and v (a wider product runs closer to the GEMM's peak, and x
@@ -431,15 +441,15 @@ impl TokenClassifier {
     fn layer(
         &self,
         l: &Layer,
+        index: usize,
         x: &Tensor,
         lens: &Arc<Vec<usize>>,
         rng: &mut Option<&mut DropoutRng>,
-        grad: Grad,
-        fast: Option<&LayerWeights>,
+        grad: Grad<'_>,
     ) -> Result<Tensor> {
-        let x = self.attention(&l.attention, x, lens, rng, grad, fast)?;
+        let x = self.attention(&l.attention, index, x, lens, rng, grad)?;
         let (i, o) = (&l.intermediate, &l.output);
-        let out = match fast {
+        let out = match grad.layer(index) {
             Some(f) => {
                 let inner = kernels::linear_transposed(&x, &f.intermediate, &grad.param(&i.bias), true)?;
                 kernels::linear_transposed(&inner, &f.output, &grad.param(&o.bias), false)?
@@ -454,7 +464,8 @@ impl TokenClassifier {
     /// graph (inference).
     pub fn encode(&self, batch: &Batch, rng: Option<&mut DropoutRng>) -> Result<Tensor> {
         let packing = Packing::new(batch)?;
-        packing.unpack(&self.encode_packed(batch, &packing, None, rng, Grad::Off)?)
+        let weights = self.inference_weights()?;
+        packing.unpack(&self.encode_packed(batch, &packing, None, rng, Grad::Off(&weights))?)
     }
 
     /// Hidden states of the real tokens, packed (n, hidden).
@@ -464,16 +475,11 @@ impl TokenClassifier {
         packing: &Packing,
         words: Option<&Var>,
         mut rng: Option<&mut DropoutRng>,
-        grad: Grad,
+        grad: Grad<'_>,
     ) -> Result<Tensor> {
         let mut x = self.embed(batch, packing, words, &mut rng, grad)?;
-        let fast = match grad {
-            Grad::Off => Some(self.inference_weights()?),
-            Grad::Track => None,
-        };
         for (i, l) in self.layers.iter().enumerate() {
-            let f = fast.as_ref().map(|f| &f.layers[i]);
-            x = self.layer(l, &x, &packing.lens, &mut rng, grad, f)?;
+            x = self.layer(l, i, &x, &packing.lens, &mut rng, grad)?;
         }
         Ok(x)
     }
@@ -494,8 +500,8 @@ impl TokenClassifier {
         Ok(w)
     }
 
-    /// Drops the inference copies of the weights: whatever writes the parameters other than
-    /// an optimizer step after `forward_train` must call this before the next inference pass.
+    /// Drops the inference copies of the weights: whatever writes the parameters (the
+    /// training step, after its update) must call this before the next inference pass.
     pub fn weights_changed(&self) {
         *self.inference.write().unwrap_or_else(|e| e.into_inner()) = None;
     }
@@ -504,7 +510,8 @@ impl TokenClassifier {
     /// graph (inference; `forward_train` builds one). With `rng`, dropout is on.
     pub fn forward(&self, batch: &Batch, rng: Option<&mut DropoutRng>) -> Result<Tensor> {
         let packing = Packing::new(batch)?;
-        self.forward_with(batch, &packing, None, rng, Grad::Off)
+        let weights = self.inference_weights()?;
+        self.forward_with(batch, &packing, None, rng, Grad::Off(&weights))
     }
 
     fn forward_with(
@@ -513,7 +520,7 @@ impl TokenClassifier {
         packing: &Packing,
         words: Option<&Var>,
         mut rng: Option<&mut DropoutRng>,
-        grad: Grad,
+        grad: Grad<'_>,
     ) -> Result<Tensor> {
         let hidden = self.encode_packed(batch, packing, words, rng.as_deref_mut(), grad)?;
         let hidden = dropout(&hidden, self.config.head_dropout(), &mut rng)?;
@@ -526,8 +533,6 @@ impl TokenClassifier {
     /// (vocabulary, hidden) one — 384 MB for XLM-R's vocabulary at hidden 384 — every step; the
     /// optimizer scatters it.
     pub fn forward_train(&self, batch: &Batch, rng: Option<&mut DropoutRng>) -> Result<(Tensor, WordRows)> {
-        // The optimizer step that follows changes the weights the inference copies hold.
-        self.weights_changed();
         let packing = Packing::new(batch)?;
         let ids = packing.select(&batch.input_ids)?;
         let rows = Var::from_tensor(&self.embeddings.word.as_tensor().detach().index_select(&ids, 0)?)?;
@@ -551,10 +556,11 @@ impl TokenClassifier {
     /// Position ids for a padded batch of ids: BERT counts from 0; RoBERTa counts real tokens
     /// from `padding_idx + 1` and gives padding `padding_idx`
     /// (`create_position_ids_from_input_ids`).
-    pub fn position_ids(&self, ids: &[Vec<u32>], seq_len: usize) -> Vec<u32> {
+    pub fn position_ids<R: AsRef<[u32]>>(&self, ids: &[R], seq_len: usize) -> Vec<u32> {
         let pad = self.config.pad_token_id;
         let mut out = Vec::with_capacity(ids.len() * seq_len);
         for row in ids {
+            let row = row.as_ref();
             let mut count = 0;
             for j in 0..seq_len {
                 out.push(match self.family {
