@@ -1,9 +1,9 @@
 """The Python peer of `xner bench`: the same batches through transformers + PyTorch, timed the
 same way — per batch a training step (forward, backward, clip_grad_norm_ + the Trainer's
 default fused AdamW), after one untimed warm-up step on the first batch, then per batch an
-inference pass (eval mode, no_grad) — and summed. Batches come from xner as JSON (unpadded ids and labels per sentence); they are
-padded here as transformers' DataCollatorForTokenClassification pads them. Prints one JSON
-object, with the process's peak resident memory.
+inference pass (eval mode, no_grad) — and summed. Batches come from xner as JSON (unpadded ids
+and labels per sentence); they are padded here as transformers' DataCollatorForTokenClassification
+pads them. Prints one JSON object, with the process's peak resident memory.
 
     python scripts/bench_torch.py --model DIR --batches batches.json --threads 2
 """

@@ -38,10 +38,16 @@ fn real_positions(batch: &xner::model::Batch) -> Tensor {
     batch.attention_mask.to_dtype(candle_core::DType::F32).unwrap().unsqueeze(2).unwrap()
 }
 
+/// A fixture's model (from its subdirectory `model_dir`) and its inputs.json.
+fn load_fixture(dir: &std::path::Path, model_dir: &str) -> (TokenClassifier, Value) {
+    let model = TokenClassifier::load(&dir.join(model_dir), None, 0, &Device::Cpu).unwrap();
+    let inputs = serde_json::from_str(&std::fs::read_to_string(dir.join("inputs.json")).unwrap()).unwrap();
+    (model, inputs)
+}
+
 fn check_family(kind: &str) {
     let dir = common::fixtures().join("parity").join(kind);
-    let model = TokenClassifier::load(&dir.join("model"), None, 0, &Device::Cpu).unwrap();
-    let inputs: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("inputs.json")).unwrap()).unwrap();
+    let (model, inputs) = load_fixture(&dir, "model");
     let expected = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
     for (i, b) in inputs["batches"].as_array().unwrap().iter().enumerate() {
         let batch = batch(&model, b);
@@ -103,8 +109,7 @@ fn bert_matches_transformers() {
 fn pytorch_model_bin_loads_to_the_same_logits() {
     let dir = common::fixtures().join("parity/bert");
     assert!(dir.join("model-bin/pytorch_model.bin").exists() && !dir.join("model-bin/model.safetensors").exists());
-    let model = TokenClassifier::load(&dir.join("model-bin"), None, 0, &Device::Cpu).unwrap();
-    let inputs: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("inputs.json")).unwrap()).unwrap();
+    let (model, inputs) = load_fixture(&dir, "model-bin");
     let expected = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
     let batch = batch(&model, &inputs["batches"][0]);
     let logits = model.forward(&batch, None).unwrap();
@@ -116,8 +121,7 @@ fn pytorch_model_bin_loads_to_the_same_logits() {
 #[test]
 fn dropout_changes_training_outputs_and_is_seeded() {
     let dir = common::fixtures().join("parity/xlm-roberta");
-    let model = TokenClassifier::load(&dir.join("model"), None, 0, &Device::Cpu).unwrap();
-    let inputs: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("inputs.json")).unwrap()).unwrap();
+    let (model, inputs) = load_fixture(&dir, "model");
     let batch = batch(&model, &inputs["batches"][0]);
     let eval = model.forward(&batch, None).unwrap();
     let mut rng = xner::model::DropoutRng::new(7);
@@ -132,8 +136,7 @@ fn dropout_changes_training_outputs_and_is_seeded() {
 fn inference_after_an_update_reads_the_updated_weights() {
     // Inference keeps transposed copies of the weights; a training step must retire them.
     let dir = common::fixtures().join("parity/xlm-roberta");
-    let model = TokenClassifier::load(&dir.join("model"), None, 0, &Device::Cpu).unwrap();
-    let inputs: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("inputs.json")).unwrap()).unwrap();
+    let (model, inputs) = load_fixture(&dir, "model");
     let batch = batch(&model, &inputs["batches"][0]);
     let real = real_positions(&batch);
     let before = model.forward(&batch, None).unwrap().broadcast_mul(&real).unwrap();
