@@ -4,8 +4,8 @@
 //! Why: candle composes LayerNorm and softmax from ~10 elementwise ops, each of whose backward
 //! passes allocates a zero tensor, adds into it, and (for `Mul`) also differentiates the
 //! constant side; dropout by multiplication pays that too. One fused pass per direction reads
-//! and writes each element once. Every kernel is tested against the unfused composition,
-//! values and gradients (tests below).
+//! and writes each element once. Every kernel is tested against the unfused composition
+//! (`composed`, which other devices run), values and gradients (tests below).
 //!
 //! Shapes: `x` (rows, width) for row-wise kernels, any leading dimensions flattened.
 
@@ -899,6 +899,7 @@ pub fn mask_mul(x: &Tensor, mask: Arc<Vec<f32>>) -> candle_core::Result<Tensor> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::composed;
     use candle_core::{Device, Var, D};
 
     fn random(n: usize, seed: u64) -> Vec<f32> {
@@ -926,14 +927,7 @@ mod tests {
         let (x, w, b) = (var(&[3, 5, 48], 1), var(&[48], 2), var(&[48], 3));
         let eps = 1e-5;
         let fused = layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), eps).unwrap();
-        let composed = {
-            let x = x.as_tensor();
-            let mean = x.mean_keepdim(D::Minus1).unwrap();
-            let c = x.broadcast_sub(&mean).unwrap();
-            let var_ = c.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
-            let n = c.broadcast_div(&(var_ + eps).unwrap().sqrt().unwrap()).unwrap();
-            n.broadcast_mul(w.as_tensor()).unwrap().broadcast_add(b.as_tensor()).unwrap()
-        };
+        let composed = composed::layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), eps).unwrap();
         assert!(max_diff(&fused, &composed) < 1e-5);
         let gf = weighted_sum(&fused, 9).backward().unwrap();
         let gc = weighted_sum(&composed, 9).backward().unwrap();
@@ -970,7 +964,11 @@ mod tests {
         for (packed_keep, padded_keep) in [(None, None), (Some(Arc::new(keep_packed)), Some(keep_padded))] {
             let qkv = Tensor::cat(&[q.as_tensor(), k.as_tensor(), v.as_tensor()], 2).unwrap();
             let qkv = qkv.reshape((bsz * t, 3 * h)).unwrap().index_select(&real_index, 0).unwrap();
-            let fused = attention(&qkv, heads, scale, Arc::new(lens.to_vec()), packed_keep).unwrap();
+            let fused = attention(&qkv, heads, scale, Arc::new(lens.to_vec()), packed_keep.clone()).unwrap();
+            // The model's own composed version (other devices) pads the packed rows itself.
+            let composed_packed =
+                composed::attention(&qkv, heads, scale, Arc::new(lens.to_vec()), packed_keep).unwrap();
+            // Written out here from the padded inputs, as transformers computes it.
             let composed = {
                 let split = |x: &Var| x.as_tensor().reshape((bsz, t, heads, d)).unwrap().transpose(1, 2).unwrap();
                 let (qs, ks, vs) = (split(&q), split(&k), split(&v));
@@ -989,11 +987,15 @@ mod tests {
             };
             assert_eq!(fused.dims(), &[12, h]);
             assert!(max_diff(&fused, &composed) < 1e-5);
+            assert!(max_diff(&composed_packed, &composed) < 1e-5);
             let gf = weighted_sum(&fused, 8).backward().unwrap();
             let gc = weighted_sum(&composed, 8).backward().unwrap();
+            let gp = weighted_sum(&composed_packed, 8).backward().unwrap();
             for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
                 let d = max_diff(gf.get(x).unwrap(), gc.get(x).unwrap());
                 assert!(d < 1e-4, "d{name} differs by {d}");
+                let d = max_diff(gp.get(x).unwrap(), gc.get(x).unwrap());
+                assert!(d < 1e-4, "composed d{name} differs by {d}");
             }
         }
     }
@@ -1002,16 +1004,8 @@ mod tests {
     fn linear_matches_matmul_plus_bias_values_and_gradients() {
         let (x, w, b) = (var(&[3, 5, 12], 31), var(&[7, 12], 32), var(&[7], 33));
         let fused = linear(x.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap();
-        let composed = x
-            .as_tensor()
-            .reshape((15, 12))
-            .unwrap()
-            .matmul(&w.as_tensor().t().unwrap())
-            .unwrap()
-            .broadcast_add(b.as_tensor())
-            .unwrap()
-            .reshape((3, 5, 7))
-            .unwrap();
+        let composed = composed::linear(x.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap();
+        assert_eq!(composed.dims(), &[3, 5, 7]);
         assert_eq!(fused.dims(), &[3, 5, 7]);
         assert!(max_diff(&fused, &composed) < 1e-5);
         let gf = weighted_sum(&fused, 34).backward().unwrap();
@@ -1032,6 +1026,8 @@ mod tests {
             let got = linear_transposed(&x, &wt, &b, gelu).unwrap();
             assert_eq!(got.dims(), &[3, 5, 40]);
             assert!(max_diff(&got, &want) < 1e-5, "gelu {gelu}");
+            let composed = composed::linear_transposed(&x, &wt, &b, gelu).unwrap();
+            assert!(max_diff(&composed, &want) < 2e-5, "composed, gelu {gelu}");
         }
         // It has no backward, so it refuses tracked inputs instead of cutting the graph.
         let tracked = var(&[2, 12], 44);
@@ -1062,14 +1058,7 @@ mod tests {
     fn linear_gelu_matches_candle_values_and_gradients() {
         let (x, w, b) = (var(&[2, 9, 16], 6), var(&[40, 16], 16), var(&[40], 26));
         let fused = linear_gelu(x.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap();
-        let composed = x
-            .as_tensor()
-            .broadcast_matmul(&w.as_tensor().t().unwrap())
-            .unwrap()
-            .broadcast_add(b.as_tensor())
-            .unwrap()
-            .gelu_erf()
-            .unwrap();
+        let composed = composed::linear_gelu(x.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap();
         assert!(max_diff(&fused, &composed) < 2e-5);
         let gf = weighted_sum(&fused, 7).backward().unwrap();
         let gc = weighted_sum(&composed, 7).backward().unwrap();
@@ -1085,13 +1074,7 @@ mod tests {
         let keep: Vec<f32> = (0..15000).map(|i| if i % 7 == 0 { 0.0 } else { 1.0 / 0.9 }).collect();
         for keep in [None, Some(Arc::new(keep))] {
             let fused = residual_dropout(branch.as_tensor(), residual.as_tensor(), keep.clone()).unwrap();
-            let dropped = match &keep {
-                Some(k) => {
-                    branch.as_tensor().mul(&Tensor::from_vec(k.to_vec(), (3, 5000), &Device::Cpu).unwrap()).unwrap()
-                }
-                None => branch.as_tensor().clone(),
-            };
-            let composed = dropped.add(residual.as_tensor()).unwrap();
+            let composed = composed::residual_dropout(branch.as_tensor(), residual.as_tensor(), keep).unwrap();
             assert_eq!(max_diff(&fused, &composed), 0.0);
             let gf = weighted_sum(&fused, 43).backward().unwrap();
             let gc = weighted_sum(&composed, 43).backward().unwrap();
@@ -1107,8 +1090,9 @@ mod tests {
 
         let mask: Vec<f32> = (0..132).map(|i| if i % 3 == 0 { 0.0 } else { 1.5 }).collect();
         let fused = mask_mul(x.as_tensor(), Arc::new(mask.clone())).unwrap();
-        let m = Tensor::from_vec(mask, (4, 33), &Device::Cpu).unwrap();
-        let composed = x.as_tensor().mul(&m).unwrap();
+        let composed = composed::mask_mul(x.as_tensor(), Arc::new(mask)).unwrap();
+        // A mask of the wrong size is an error, not a broadcast.
+        assert!(composed::mask_mul(x.as_tensor(), Arc::new(vec![1.0; 131])).is_err());
         assert_eq!(max_diff(&fused, &composed), 0.0);
         let gf = weighted_sum(&fused, 3).backward().unwrap();
         let gc = weighted_sum(&composed, 3).backward().unwrap();

@@ -10,6 +10,7 @@ pub mod batch;
 pub mod bench;
 pub mod charsmap;
 pub mod checkpoint;
+pub mod composed;
 pub mod data;
 pub mod error;
 pub mod eval;

@@ -5,7 +5,8 @@
 //!
 //! LayerNorm, attention softmax, GELU and dropout are our fused kernels (`kernels`), each with
 //! its own backward: candle 0.11's `layer_norm` and `softmax_last_dim` have none, so gradients
-//! would silently stop there, and composing them from generic ops is slow.
+//! would silently stop there, and composing them from generic ops is slow. On devices other than
+//! the CPU the same ops come composed from candle's differentiable ones (`composed`).
 //! Dropout is real (transformers' places and rates) and its masks come from a seeded
 //! generator, so a resumed run draws the same masks as an uninterrupted one.
 
@@ -18,9 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, NamedTensor};
 use crate::error::{Error, Result};
-use crate::kernels;
 use crate::optim::SparseRows;
 use crate::shuffle::Pcg64;
+use crate::{composed, kernels};
 
 /// A Hugging Face `config.json` (the fields xner reads; all others kept for the round trip).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -153,21 +154,71 @@ impl DropoutRng {
     }
 }
 
-/// Dropout in training (a mask from `rng`), identity in evaluation or at p = 0.
-fn dropout(x: &Tensor, p: f64, rng: &mut Option<&mut DropoutRng>) -> Result<Tensor> {
-    match rng {
-        Some(r) if p > 0.0 => Ok(kernels::mask_mul(x, r.mask(x.elem_count(), p))?),
-        _ => Ok(x.clone()),
-    }
+/// Which implementation of the model's ops a forward pass runs: the fused CPU kernels, or the
+/// same ops composed from candle's tensor ops (any device; the CPU too, for tests and `bench`).
+/// Both compute the same values and gradients and draw the same dropout masks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernels {
+    Fused,
+    Composed,
 }
 
-/// `residual + dropout(branch)` in one pass (training), `residual + branch` in evaluation.
-fn residual_dropout(branch: &Tensor, residual: &Tensor, p: f64, rng: &mut Option<&mut DropoutRng>) -> Result<Tensor> {
-    let keep = match rng {
-        Some(r) if p > 0.0 => Some(r.mask(branch.elem_count(), p)),
-        _ => None,
+/// One dispatch per op: `kernels::f` or `composed::f`, same arguments.
+macro_rules! dispatch {
+    ($($name:ident($($arg:ident: $ty:ty),*);)*) => {
+        impl Kernels {
+            $(fn $name(self, $($arg: $ty),*) -> Result<Tensor> {
+                Ok(match self {
+                    Kernels::Fused => kernels::$name($($arg),*)?,
+                    Kernels::Composed => composed::$name($($arg),*)?,
+                })
+            })*
+        }
     };
-    Ok(kernels::residual_dropout(branch, residual, keep)?)
+}
+
+dispatch! {
+    layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64);
+    linear(x: &Tensor, w: &Tensor, b: &Tensor);
+    linear_gelu(x: &Tensor, w: &Tensor, b: &Tensor);
+    linear_transposed(x: &Tensor, wt: &Tensor, b: &Tensor, gelu: bool);
+    mask_mul(x: &Tensor, mask: Arc<Vec<f32>>);
+    residual_dropout(branch: &Tensor, residual: &Tensor, keep: Option<Arc<Vec<f32>>>);
+    attention(qkv: &Tensor, heads: usize, scale: f64, lens: Arc<Vec<usize>>, dropout: Option<Arc<Vec<f32>>>);
+}
+
+impl Kernels {
+    /// The fused kernels on the CPU, the composed ops elsewhere.
+    pub fn for_device(device: &Device) -> Kernels {
+        if device.is_cpu() {
+            Kernels::Fused
+        } else {
+            Kernels::Composed
+        }
+    }
+
+    /// Dropout in training (a mask from `rng`), identity in evaluation or at p = 0.
+    fn dropout(self, x: &Tensor, p: f64, rng: &mut Option<&mut DropoutRng>) -> Result<Tensor> {
+        match rng {
+            Some(r) if p > 0.0 => self.mask_mul(x, r.mask(x.elem_count(), p)),
+            _ => Ok(x.clone()),
+        }
+    }
+
+    /// `residual + dropout(branch)` (in one pass when fused), `residual + branch` in evaluation.
+    fn add_dropout(
+        self,
+        branch: &Tensor,
+        residual: &Tensor,
+        p: f64,
+        rng: &mut Option<&mut DropoutRng>,
+    ) -> Result<Tensor> {
+        let keep = match rng {
+            Some(r) if p > 0.0 => Some(r.mask(branch.elem_count(), p)),
+            _ => None,
+        };
+        self.residual_dropout(branch, residual, keep)
+    }
 }
 
 /// `torch.nn.Linear`: y = x Wᵀ + b over the last dimension.
@@ -177,12 +228,12 @@ pub struct Linear {
 }
 
 impl Linear {
-    fn forward(&self, x: &Tensor, grad: Grad<'_>) -> Result<Tensor> {
-        Ok(kernels::linear(x, &grad.param(&self.weight), &grad.param(&self.bias))?)
+    fn forward(&self, x: &Tensor, grad: Grad<'_>, ops: Kernels) -> Result<Tensor> {
+        ops.linear(x, &grad.param(&self.weight), &grad.param(&self.bias))
     }
 }
 
-/// `torch.nn.LayerNorm` over the last dimension, from differentiable ops.
+/// `torch.nn.LayerNorm` over the last dimension.
 pub struct LayerNorm {
     pub weight: Var,
     pub bias: Var,
@@ -190,8 +241,8 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
-    fn forward(&self, x: &Tensor, grad: Grad<'_>) -> Result<Tensor> {
-        Ok(kernels::layer_norm(x, &grad.param(&self.weight), &grad.param(&self.bias), self.eps)?)
+    fn forward(&self, x: &Tensor, grad: Grad<'_>, ops: Kernels) -> Result<Tensor> {
+        ops.layer_norm(x, &grad.param(&self.weight), &grad.param(&self.bias), self.eps)
     }
 }
 
@@ -260,6 +311,8 @@ pub struct TokenClassifier {
     /// The body's weights laid out for inference, made by the first inference pass and
     /// dropped by `weights_changed` (which every training step calls after its update).
     inference: std::sync::RwLock<Option<Arc<InferenceWeights>>>,
+    /// Fused CPU kernels, or composed ops (other devices): `Kernels::for_device` at load.
+    kernels: Kernels,
 }
 
 /// Per layer, the linear weights transposed to (in, out) — gemm's fast layout for y = x·W —
@@ -397,8 +450,8 @@ impl TokenClassifier {
         // Token type ids are all 0 for single sentences: row 0 for every position.
         let token_type = grad.param(&e.token_type).narrow(0, 0, 1)?;
         let x = words.add(&positions)?.broadcast_add(&token_type)?;
-        let x = e.layer_norm.forward(&x, grad)?;
-        dropout(&x, self.config.hidden_dropout_prob, rng)
+        let x = e.layer_norm.forward(&x, grad, self.kernels)?;
+        self.kernels.dropout(&x, self.config.hidden_dropout_prob, rng)
     }
 
     fn attention(
@@ -410,17 +463,18 @@ impl TokenClassifier {
         rng: &mut Option<&mut DropoutRng>,
         grad: Grad<'_>,
     ) -> Result<Tensor> {
+        let ops = self.kernels;
         let fast = grad.layer(index);
         let h = x.dim(1)?;
         let heads = self.config.num_attention_heads;
         // One product for q, k and v (a wider product runs closer to the GEMM's peak, and x
         // gets one gradient contribution instead of three).
         let qkv = match fast {
-            Some(f) => kernels::linear_transposed(x, &f.qkv.0, &f.qkv.1, false)?,
+            Some(f) => ops.linear_transposed(x, &f.qkv.0, &f.qkv.1, false)?,
             None => {
                 let w = [&a.query.weight, &a.key.weight, &a.value.weight].map(|v| grad.param(v));
                 let bias = [&a.query.bias, &a.key.bias, &a.value.bias].map(|v| grad.param(v));
-                kernels::linear(x, &Tensor::cat(&w, 0)?, &Tensor::cat(&bias, 0)?)?
+                ops.linear(x, &Tensor::cat(&w, 0)?, &Tensor::cat(&bias, 0)?)?
             }
         };
         let p = self.config.attention_probs_dropout_prob;
@@ -429,13 +483,13 @@ impl TokenClassifier {
             _ => None,
         };
         let scale = 1.0 / ((h / heads) as f64).sqrt();
-        let context = kernels::attention(&qkv, heads, scale, lens.clone(), drop_mask)?;
+        let context = ops.attention(&qkv, heads, scale, lens.clone(), drop_mask)?;
         let projected = match fast {
-            Some(f) => kernels::linear_transposed(&context, &f.attention_output, &grad.param(&a.output.bias), false)?,
-            None => a.output.forward(&context, grad)?,
+            Some(f) => ops.linear_transposed(&context, &f.attention_output, &grad.param(&a.output.bias), false)?,
+            None => a.output.forward(&context, grad, ops)?,
         };
-        let out = residual_dropout(&projected, x, self.config.hidden_dropout_prob, rng)?;
-        a.layer_norm.forward(&out, grad)
+        let out = ops.add_dropout(&projected, x, self.config.hidden_dropout_prob, rng)?;
+        a.layer_norm.forward(&out, grad, ops)
     }
 
     fn layer(
@@ -447,17 +501,18 @@ impl TokenClassifier {
         rng: &mut Option<&mut DropoutRng>,
         grad: Grad<'_>,
     ) -> Result<Tensor> {
+        let ops = self.kernels;
         let x = self.attention(&l.attention, index, x, lens, rng, grad)?;
         let (i, o) = (&l.intermediate, &l.output);
         let out = match grad.layer(index) {
             Some(f) => {
-                let inner = kernels::linear_transposed(&x, &f.intermediate, &grad.param(&i.bias), true)?;
-                kernels::linear_transposed(&inner, &f.output, &grad.param(&o.bias), false)?
+                let inner = ops.linear_transposed(&x, &f.intermediate, &grad.param(&i.bias), true)?;
+                ops.linear_transposed(&inner, &f.output, &grad.param(&o.bias), false)?
             }
-            None => o.forward(&kernels::linear_gelu(&x, &grad.param(&i.weight), &grad.param(&i.bias))?, grad)?,
+            None => o.forward(&ops.linear_gelu(&x, &grad.param(&i.weight), &grad.param(&i.bias))?, grad, ops)?,
         };
-        let out = residual_dropout(&out, &x, self.config.hidden_dropout_prob, rng)?;
-        l.layer_norm.forward(&out, grad)
+        let out = ops.add_dropout(&out, &x, self.config.hidden_dropout_prob, rng)?;
+        l.layer_norm.forward(&out, grad, ops)
     }
 
     /// The encoder's last hidden states (batch, seq, hidden); zeros on padding. No autograd
@@ -523,8 +578,8 @@ impl TokenClassifier {
         grad: Grad<'_>,
     ) -> Result<Tensor> {
         let hidden = self.encode_packed(batch, packing, words, rng.as_deref_mut(), grad)?;
-        let hidden = dropout(&hidden, self.config.head_dropout(), &mut rng)?;
-        packing.unpack(&self.classifier.forward(&hidden, grad)?)
+        let hidden = self.kernels.dropout(&hidden, self.config.head_dropout(), &mut rng)?;
+        packing.unpack(&self.classifier.forward(&hidden, grad, self.kernels)?)
     }
 
     /// The training forward pass: logits, and the batch's word-embedding rows (real tokens
@@ -538,6 +593,28 @@ impl TokenClassifier {
         let rows = Var::from_tensor(&self.embeddings.word.as_tensor().detach().index_select(&ids, 0)?)?;
         let logits = self.forward_with(batch, &packing, Some(&rows), rng, Grad::Track)?;
         Ok((logits, WordRows { ids: ids.to_vec1()?, rows }))
+    }
+
+    /// The device the parameters live on (batches are built there).
+    pub fn device(&self) -> &Device {
+        self.embeddings.word.device()
+    }
+
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
+    }
+
+    /// Chooses the ops' implementation: the composed ops run anywhere, the fused kernels on the
+    /// CPU only.
+    pub fn set_kernels(&mut self, kernels: Kernels) -> Result<()> {
+        if kernels == Kernels::Fused && !self.device().is_cpu() {
+            return Err(Error::Usage(format!(
+                "the fused kernels run on the CPU only, the model is on {:?}",
+                self.device()
+            )));
+        }
+        self.kernels = kernels;
+        Ok(())
     }
 
     /// Index of the word-embedding table in `params`.
@@ -678,7 +755,16 @@ impl TokenClassifier {
         };
         params.push(("classifier.weight".into(), classifier.weight.clone()));
         params.push(("classifier.bias".into(), classifier.bias.clone()));
-        Ok(TokenClassifier { config, family, embeddings, layers, classifier, params, inference: Default::default() })
+        Ok(TokenClassifier {
+            config,
+            family,
+            embeddings,
+            layers,
+            classifier,
+            params,
+            inference: Default::default(),
+            kernels: Kernels::for_device(device),
+        })
     }
 
     /// The parameters as named f32 tensors, under transformers' token-classification names.

@@ -5,7 +5,7 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use serde_json::Value;
-use xner::model::{token_loss, Batch, TokenClassifier};
+use xner::model::{token_loss, Batch, Kernels, TokenClassifier};
 
 fn tensor_2d<T: candle_core::WithDType>(rows: &Value, f: impl Fn(&Value) -> T) -> Tensor {
     let rows = rows.as_array().unwrap();
@@ -45,9 +45,13 @@ fn load_fixture(dir: &std::path::Path, model_dir: &str) -> (TokenClassifier, Val
     (model, inputs)
 }
 
-fn check_family(kind: &str) {
+/// Logits, loss and every parameter's gradient against transformers', with the model's ops
+/// from `kernels` (the fused CPU kernels, or the composed ops other devices run).
+fn check_family(kind: &str, kernels: Kernels) {
     let dir = common::fixtures().join("parity").join(kind);
-    let (model, inputs) = load_fixture(&dir, "model");
+    let (mut model, inputs) = load_fixture(&dir, "model");
+    model.set_kernels(kernels).unwrap();
+    let kind = &format!("{kind} ({kernels:?})");
     let expected = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
     for (i, b) in inputs["batches"].as_array().unwrap().iter().enumerate() {
         let batch = batch(&model, b);
@@ -97,12 +101,54 @@ fn check_family(kind: &str) {
 
 #[test]
 fn xlm_roberta_matches_transformers() {
-    check_family("xlm-roberta");
+    check_family("xlm-roberta", Kernels::Fused);
 }
 
 #[test]
 fn bert_matches_transformers() {
-    check_family("bert");
+    check_family("bert", Kernels::Fused);
+}
+
+#[test]
+fn composed_ops_for_other_devices_match_transformers() {
+    check_family("xlm-roberta", Kernels::Composed);
+    check_family("bert", Kernels::Composed);
+}
+
+#[test]
+fn fused_and_composed_training_passes_agree_with_dropout() {
+    // Same seed, same masks: the two implementations must give the same logits and gradients
+    // in training mode too (dropout in attention, after each sublayer and in the head).
+    let dir = common::fixtures().join("parity/xlm-roberta");
+    let (mut model, inputs) = load_fixture(&dir, "model");
+    let batch = batch(&model, &inputs["batches"][1]);
+    let real = real_positions(&batch);
+    let mut run = |kernels| {
+        model.set_kernels(kernels).unwrap();
+        let mut rng = xner::model::DropoutRng::new(11);
+        let (logits, words) = model.forward_train(&batch, Some(&mut rng)).unwrap();
+        let grads = token_loss(&logits, &batch.labels).unwrap().unwrap().backward().unwrap();
+        let param_grads: Vec<Tensor> = model.params.iter().filter_map(|(_, v)| grads.get(v).cloned()).collect();
+        let rows = words.sparse_grad(&grads).unwrap().expect("word rows get a gradient");
+        (logits.broadcast_mul(&real).unwrap(), param_grads, rows.grad)
+    };
+    let (fused_logits, fused_grads, fused_rows) = run(Kernels::Fused);
+    let (composed_logits, composed_grads, composed_rows) = run(Kernels::Composed);
+    let eval = model.forward(&batch, None).unwrap().broadcast_mul(&real).unwrap();
+    assert!(max_abs_diff(&fused_logits, &eval) > 1e-3, "dropout must act");
+    let diff = max_abs_diff(&fused_logits, &composed_logits);
+    assert!(diff <= 1e-5, "training logits differ by {diff}");
+    assert_eq!(fused_grads.len(), model.params.len() - 1, "every parameter but the word table (sparse rows)");
+    assert_eq!(fused_grads.len(), composed_grads.len());
+    for ((name, _), (f, c)) in
+        model.params.iter().filter(|(n, _)| !n.contains("word_emb")).zip(fused_grads.iter().zip(&composed_grads))
+    {
+        let scale = f.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        let diff = max_abs_diff(f, c);
+        assert!(diff <= 1e-4 * scale.max(1e-2), "gradient of {name} differs by {diff} (scale {scale})");
+    }
+    let worst = fused_rows.iter().zip(&composed_rows).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst <= 1e-5, "word rows' gradients differ by {worst}");
 }
 
 #[test]
