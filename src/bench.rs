@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use serde::Serialize;
 
 use crate::align::AlignedSentence;
@@ -53,13 +53,13 @@ pub fn synthetic_batch(model: &TokenClassifier, batch: usize, seq: usize, seed: 
     let ids: Vec<Vec<u32>> =
         (0..batch).map(|_| (0..seq).map(|_| 5 + (rng.next_u64() % (vocab - 5)) as u32).collect()).collect();
     let labels: Vec<i64> = (0..batch * seq).map(|_| (rng.next_u64() % n_labels) as i64).collect();
-    let dev = Device::Cpu;
+    let dev = model.device();
     let positions = model.position_ids(&ids, seq);
     Ok(Batch {
-        input_ids: Tensor::from_vec(ids.concat(), (batch, seq), &dev)?,
-        attention_mask: Tensor::ones((batch, seq), candle_core::DType::U32, &dev)?,
-        labels: Tensor::from_vec(labels, (batch, seq), &dev)?,
-        position_ids: Tensor::from_vec(positions, (batch, seq), &dev)?,
+        input_ids: Tensor::from_vec(ids.concat(), (batch, seq), dev)?,
+        attention_mask: Tensor::ones((batch, seq), candle_core::DType::U32, dev)?,
+        labels: Tensor::from_vec(labels, (batch, seq), dev)?,
+        position_ids: Tensor::from_vec(positions, (batch, seq), dev)?,
     })
 }
 
@@ -78,7 +78,7 @@ pub fn sentence_batches(sentences: &[AlignedSentence], batch_size: usize) -> Vec
 /// weights the steps left — as an evaluation follows training. Making the inference layout of
 /// those weights, once per evaluation, is timed on its own.
 pub fn time_batches(model: &TokenClassifier, batches: &[Batch]) -> Result<Timings> {
-    let mut opt = AdamW::new(&model.params, AdamWConfig::default());
+    let mut opt = AdamW::new(&model.params, AdamWConfig::default())?;
     let mut t = Timings::default();
     let Some(first) = batches.first() else { return Ok(t) };
     let mut rng = DropoutRng::new(0);
@@ -98,6 +98,7 @@ pub fn time_batches(model: &TokenClassifier, batches: &[Batch]) -> Result<Timing
     }
     let t0 = Instant::now();
     model.prepare_inference()?;
+    model.device().synchronize()?;
     t.inference_setup = t0.elapsed().as_secs_f64();
     for b in trained {
         let t0 = Instant::now();
@@ -114,7 +115,7 @@ pub fn synthetic_batches(model: &TokenClassifier, batch: usize, seq: usize, step
 
 /// Padded batches of real sentences for `model`.
 pub fn real_batches(model: &TokenClassifier, sentences: &[AlignedSentence], batch_size: usize) -> Result<Vec<Batch>> {
-    sentence_batches(sentences, batch_size).iter().map(|b| collate(model, b, &Device::Cpu)).collect()
+    sentence_batches(sentences, batch_size).iter().map(|b| collate(model, b, model.device())).collect()
 }
 
 /// Real and padded token counts of the batches `sentence_batches` makes.

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use candle_core::{Device, D};
+use candle_core::D;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::align::{AlignedCorpus, AlignedSentence, IGNORE_INDEX};
@@ -45,7 +45,7 @@ pub fn predict(
     batch_size: usize,
     show_progress: bool,
 ) -> Result<Vec<SentencePrediction>> {
-    let device = Device::Cpu;
+    let device = model.device().clone();
     let batch_size = batch_size.max(1);
     let mut order: Vec<usize> = (0..corpus.sentences.len()).collect();
     order.sort_by_key(|&i| corpus.sentences[i].len());

@@ -34,6 +34,8 @@ pub struct FineTune {
     pub halt_after_steps: Option<usize>,
     /// What is being trained, for the log line.
     pub describe: String,
+    /// Where the model trains.
+    pub device: Device,
 }
 
 /// Runs a fine-tuning job: tokenizes and aligns, loads (or resumes), trains, saves.
@@ -53,14 +55,14 @@ pub fn fine_tune(job: &FineTune) -> Result<Vec<EpochRow>> {
     let (model, resume) = match &job.resume {
         Some(path) => {
             let ckpt = train::find_checkpoint(path)?;
-            let model = TokenClassifier::load(&ckpt, Some(labels.names()), seed, &Device::Cpu)?;
+            let model = TokenClassifier::load(&ckpt, Some(labels.names()), seed, &job.device)?;
             let state = train::load_training_state(&ckpt, &model)?;
             if job.show_progress {
                 eprintln!("resuming from {} (step {})", ckpt.display(), state.1.global_step);
             }
             (model, Some(state))
         }
-        None => (TokenClassifier::load(&model_dir, Some(labels.names()), seed, &Device::Cpu)?, None),
+        None => (TokenClassifier::load(&model_dir, Some(labels.names()), seed, &job.device)?, None),
     };
     if job.show_progress {
         eprintln!(
@@ -102,6 +104,14 @@ pub fn fine_tune_once(mut job: FineTune) -> Result<PathBuf> {
     Ok(job.out)
 }
 
+/// How an evaluation runs.
+#[derive(Clone, Debug)]
+pub struct EvalSettings {
+    pub batch_size: usize,
+    pub show_progress: bool,
+    pub device: Device,
+}
+
 /// Evaluates a model directory on the `split` of each language.
 pub fn evaluate_languages(
     model_dir: &Path,
@@ -109,10 +119,10 @@ pub fn evaluate_languages(
     langs: &[String],
     split: &str,
     max_samples: Option<usize>,
-    batch_size: usize,
-    show_progress: bool,
+    settings: &EvalSettings,
 ) -> Result<Vec<(String, Evaluation)>> {
-    let model = TokenClassifier::load(model_dir, None, 0, &Device::Cpu)?;
+    let EvalSettings { batch_size, show_progress, ref device } = *settings;
+    let model = TokenClassifier::load(model_dir, None, 0, device)?;
     let labels = LabelSet::new(model.config.labels().unwrap_or_default());
     let aligner = Aligner::from_file(&model_dir.join("tokenizer.json"), align::DEFAULT_MAX_LEN)?;
     langs
@@ -135,6 +145,7 @@ pub struct Setup {
     pub max_eval_samples: Option<usize>,
     pub max_test_samples: Option<usize>,
     pub show_progress: bool,
+    pub device: Device,
 }
 
 impl Setup {
@@ -149,6 +160,7 @@ impl Setup {
             show_progress: self.show_progress,
             halt_after_steps: None,
             describe,
+            device: self.device.clone(),
         }
     }
 
@@ -163,8 +175,8 @@ impl Setup {
 
     /// Test F1 of a model directory for each language.
     pub fn test_f1(&self, model_dir: &Path, langs: &[String]) -> Result<BTreeMap<String, f64>> {
-        let evals =
-            evaluate_languages(model_dir, &self.panx, langs, "test", self.max_test_samples, 32, self.show_progress)?;
+        let settings = EvalSettings { batch_size: 32, show_progress: self.show_progress, device: self.device.clone() };
+        let evals = evaluate_languages(model_dir, &self.panx, langs, "test", self.max_test_samples, &settings)?;
         Ok(evals.into_iter().map(|(l, e)| (l, e.f1())).collect())
     }
 }

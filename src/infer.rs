@@ -1,7 +1,7 @@
 //! Tagging text with a trained model: the subword tokens with their predicted tags (the book's
 //! `tag_text`) and the word-level entities with character offsets.
 
-use candle_core::{Device, D};
+use candle_core::D;
 use serde::Serialize;
 use tokenizers::{Encoding, Tokenizer};
 
@@ -52,7 +52,7 @@ pub fn tag_encoded(
     batch_size: usize,
     show_progress: bool,
 ) -> Result<Vec<Tagged>> {
-    let device = Device::Cpu;
+    let device = model.device().clone();
     let mut order: Vec<usize> = (0..texts.len()).collect();
     order.sort_by_key(|&i| texts[i].1.get_ids().len());
     let mut out: Vec<Option<Tagged>> = vec![None; texts.len()];

@@ -12,6 +12,7 @@ pub mod charsmap;
 pub mod checkpoint;
 pub mod composed;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod eval;
 pub mod experiments;

@@ -34,6 +34,10 @@ struct Cli {
     /// Threads for every parallel part (default: all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Where the model runs: cpu (fused kernels), or cuda / cuda:N with an xner built with
+    /// `--features cuda`.
+    #[arg(long, global = true, env = "XNER_DEVICE", default_value = "cpu")]
+    device: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -330,7 +334,7 @@ struct ExperimentArgs {
 }
 
 impl ExperimentArgs {
-    fn setup(&self) -> Result<Setup> {
+    fn setup(&self, device: &Device) -> Result<Setup> {
         Ok(Setup {
             model: self.model.clone(),
             panx: self.data.panx()?,
@@ -339,6 +343,7 @@ impl ExperimentArgs {
             max_eval_samples: self.max_eval_samples,
             max_test_samples: self.max_test_samples,
             show_progress: true,
+            device: device.clone(),
         })
     }
 }
@@ -439,9 +444,13 @@ struct BenchArgs {
     #[arg(long, env = "XNER_DATA", default_value = "../shared/data/panx")]
     data: PathBuf,
     /// A Python with torch + transformers: also run the same batches through
-    /// scripts/bench_torch.py in this run and print the ratios.
+    /// scripts/bench_torch.py in this run (on the same --device) and print the ratios.
     #[arg(long)]
     python: Option<PathBuf>,
+    /// Run the composed ops (what other devices run) instead of the fused CPU kernels: what
+    /// the fusion is worth.
+    #[arg(long)]
+    composed: bool,
     #[arg(long)]
     json: bool,
 }
@@ -540,7 +549,7 @@ fn score(args: &ScoreArgs) -> Result<()> {
     Ok(())
 }
 
-fn train_cmd(args: &TrainArgs) -> Result<()> {
+fn train_cmd(args: &TrainArgs, device: &Device) -> Result<()> {
     let panx = args.data.panx()?;
     let eval_langs = args.eval_langs.clone().unwrap_or_else(|| args.train_langs.clone());
     let job = FineTune {
@@ -553,6 +562,7 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
         show_progress: true,
         halt_after_steps: args.halt_after_steps,
         describe: format!("{} (validation: {})", args.train_langs.join("+"), eval_langs.join("+")),
+        device: device.clone(),
     };
     let start = std::time::Instant::now();
     let rows = experiments::fine_tune(&job)?;
@@ -564,7 +574,7 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn eval_cmd(args: &EvalArgs) -> Result<()> {
+fn eval_cmd(args: &EvalArgs, device: &Device) -> Result<()> {
     let panx = args.data.panx()?;
     let model_dir = xner::hub::resolve_model(&args.model)?;
     let evals = experiments::evaluate_languages(
@@ -573,8 +583,7 @@ fn eval_cmd(args: &EvalArgs) -> Result<()> {
         &args.langs,
         &args.split,
         args.max_samples,
-        args.batch_size,
-        !args.json,
+        &experiments::EvalSettings { batch_size: args.batch_size, show_progress: !args.json, device: device.clone() },
     )?;
     let mut results = serde_json::Map::new();
     for (lang, eval) in &evals {
@@ -604,9 +613,9 @@ fn eval_cmd(args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
-fn tag_cmd(args: &TagArgs) -> Result<()> {
+fn tag_cmd(args: &TagArgs, device: &Device) -> Result<()> {
     let model_dir = xner::hub::resolve_model(&args.model)?;
-    let model = TokenClassifier::load(&model_dir, None, 0, &Device::Cpu)?;
+    let model = TokenClassifier::load(&model_dir, None, 0, device)?;
     let labels = model.config.labels().unwrap_or_default();
     let tokenizer = align::load_tokenizer(&model_dir.join("tokenizer.json"))?;
     if let Some(path) = &args.file {
@@ -681,11 +690,11 @@ fn tag_file(
     Ok(())
 }
 
-fn analyze_cmd(args: &AnalyzeArgs) -> Result<()> {
+fn analyze_cmd(args: &AnalyzeArgs, device: &Device) -> Result<()> {
     use xner::analysis;
     let panx = args.data.panx()?;
     let model_dir = xner::hub::resolve_model(&args.model)?;
-    let model = TokenClassifier::load(&model_dir, None, 0, &Device::Cpu)?;
+    let model = TokenClassifier::load(&model_dir, None, 0, device)?;
     let labels = LabelSet::new(model.config.labels().unwrap_or_default());
     let aligner = Aligner::from_file(&model_dir.join("tokenizer.json"), align::DEFAULT_MAX_LEN)?;
     let corpus = data::load_languages(&panx, std::slice::from_ref(&args.lang), &args.split, 0, args.max_samples)?;
@@ -757,8 +766,8 @@ fn analyze_cmd(args: &AnalyzeArgs) -> Result<()> {
     Ok(())
 }
 
-fn transfer_cmd(args: &TransferArgs) -> Result<()> {
-    let t = experiments::transfer(&args.common.setup()?, &args.train_lang, &args.langs, &args.common.out)?;
+fn transfer_cmd(args: &TransferArgs, device: &Device) -> Result<()> {
+    let t = experiments::transfer(&args.common.setup(device)?, &args.train_lang, &args.langs, &args.common.out)?;
     let header: Vec<&str> = std::iter::once("trained on").chain(t.f1.keys().map(String::as_str)).collect();
     let row: Vec<String> =
         std::iter::once(t.train_lang.clone()).chain(t.f1.values().map(|f| format!("{f:.4}"))).collect();
@@ -766,9 +775,9 @@ fn transfer_cmd(args: &TransferArgs) -> Result<()> {
     Ok(())
 }
 
-fn curve_cmd(args: &CurveArgs) -> Result<()> {
+fn curve_cmd(args: &CurveArgs, device: &Device) -> Result<()> {
     let c = experiments::curve(
-        &args.common.setup()?,
+        &args.common.setup(device)?,
         &args.target,
         &args.sizes,
         args.zero_shot_from.as_deref(),
@@ -784,8 +793,8 @@ fn curve_cmd(args: &CurveArgs) -> Result<()> {
     Ok(())
 }
 
-fn table_cmd(args: &TableArgs) -> Result<()> {
-    let t = experiments::table(&args.common.setup()?, &args.langs, &args.common.out)?;
+fn table_cmd(args: &TableArgs, device: &Device) -> Result<()> {
+    let t = experiments::table(&args.common.setup(device)?, &args.langs, &args.common.out)?;
     print!("{}", experiments::table_markdown(&t));
     Ok(())
 }
@@ -798,7 +807,7 @@ fn report_cmd(args: &ReportArgs) -> Result<()> {
     Ok(())
 }
 
-fn bench_cmd(args: &BenchArgs) -> Result<()> {
+fn bench_cmd(args: &BenchArgs, device: &Device) -> Result<()> {
     let source = xner::hub::resolve_model(&args.model)?;
     let scratch = Scratch::new()?;
     let dir = match &args.random_shape {
@@ -810,7 +819,10 @@ fn bench_cmd(args: &BenchArgs) -> Result<()> {
         None => source.clone(),
     };
     let labels = LabelSet::panx();
-    let model = TokenClassifier::load(&dir, Some(labels.names()), 0, &Device::Cpu)?;
+    let mut model = TokenClassifier::load(&dir, Some(labels.names()), 0, device)?;
+    if args.composed {
+        model.set_kernels(xner::model::Kernels::Composed)?;
+    }
     let (batches, what) = match args.sentences {
         Some(n) => {
             let panx = PanxDir::new(&args.data);
@@ -836,22 +848,25 @@ fn bench_cmd(args: &BenchArgs) -> Result<()> {
         Some(py) => {
             let file = scratch.join("batches.json");
             write_batches(&file, &batches)?;
-            Some(torch_bench(py, &dir, &file)?)
+            Some(torch_bench(py, &dir, &file, device)?)
         }
         None => None,
     };
     drop(scratch);
     if args.json {
-        let value = serde_json::json!({"workload": what, "xner": ours, "xner_peak_bytes": our_peak, "torch": torch});
+        let value = serde_json::json!({"workload": what, "device": xner::device::name(device),
+            "kernels": format!("{:?}", model.kernels()), "xner": ours, "xner_peak_bytes": our_peak, "torch": torch});
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
     let gib = |b: Option<f64>| b.map_or("?".to_string(), |b| format!("{:.2} GiB", b / (1u64 << 30) as f64));
     println!(
-        "{} ({} parameters{}), {what}: {:.1} % padding in the padded batches",
+        "{} ({} parameters{}) on {} ({} kernels), {what}: {:.1} % padding in the padded batches",
         args.model,
         model.num_parameters(),
         args.random_shape.as_ref().map_or(String::new(), |s| format!(", random {s} weights")),
+        xner::device::name(device),
+        format!("{:?}", model.kernels()).to_lowercase(),
         100.0 * ours.padding_fraction()
     );
     let rate = |tokens: usize, secs: f64| format!("{:.0}", tokens as f64 / secs);
@@ -940,13 +955,14 @@ fn write_batches(path: &Path, batches: &[xner::model::Batch]) -> Result<()> {
 }
 
 /// Runs scripts/bench_torch.py with `python` on the same model and batches.
-fn torch_bench(python: &Path, dir: &Path, batches: &Path) -> Result<serde_json::Value> {
+fn torch_bench(python: &Path, dir: &Path, batches: &Path, device: &Device) -> Result<serde_json::Value> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_torch.py");
     let threads = rayon::current_num_threads().to_string();
     let out = std::process::Command::new(python)
         .arg(&script)
         .args(["--model", &dir.display().to_string(), "--batches", &batches.display().to_string()])
         .args(["--threads", &threads])
+        .args(["--device", &xner::device::name(device)])
         .output()
         .with_context(|| format!("running {} {}", python.display(), script.display()))?;
     if !out.status.success() {
@@ -963,16 +979,17 @@ fn run(cli: Cli) -> Result<()> {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
         rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("--threads")?;
     }
+    let device = xner::device::parse(&cli.device)?;
     match &cli.command {
-        Command::Train(a) => train_cmd(a),
-        Command::Eval(a) => eval_cmd(a),
-        Command::Tag(a) => tag_cmd(a),
-        Command::Analyze(a) => analyze_cmd(a),
-        Command::Transfer(a) => transfer_cmd(a),
-        Command::Curve(a) => curve_cmd(a),
-        Command::Table(a) => table_cmd(a),
+        Command::Train(a) => train_cmd(a, &device),
+        Command::Eval(a) => eval_cmd(a, &device),
+        Command::Tag(a) => tag_cmd(a, &device),
+        Command::Analyze(a) => analyze_cmd(a, &device),
+        Command::Transfer(a) => transfer_cmd(a, &device),
+        Command::Curve(a) => curve_cmd(a, &device),
+        Command::Table(a) => table_cmd(a, &device),
         Command::Report(a) => report_cmd(a),
-        Command::Bench(a) => bench_cmd(a),
+        Command::Bench(a) => bench_cmd(a, &device),
         Command::Data(DataCommand::Stats(a)) => data_stats(a),
         Command::Data(DataCommand::Show(a)) => data_show(a),
         Command::Tokenize(a) => tokenize(a),

@@ -3,13 +3,16 @@
 //! and both moments once and writes the parameter and moments in place, in parallel, with no
 //! temporaries. Gradient-norm clipping is folded in as a scale on the gradient.
 //!
+//! Parameters on other devices (CUDA, Metal) get the same update composed from candle's tensor
+//! ops, with the moments as tensors beside them (`Moments::Device`).
+//!
 //! Per element, with g = clip_scale · grad and t the step (from 1):
 //!   p ← p · (1 − lr · wd)
 //!   m ← β1 m + (1 − β1) g;   v ← β2 v + (1 − β2) g²
 //!   p ← p − (lr / (1 − β1ᵗ)) · m / (√v / √(1 − β2ᵗ) + ε)
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, Layout, Storage, Tensor, Var};
+use candle_core::{CpuStorage, DType, Layout, Storage, Tensor, Var};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -51,12 +54,53 @@ impl SparseRows {
     pub fn norm_sq(&self) -> f64 {
         self.grad.iter().map(|&x| (x as f64) * (x as f64)).sum()
     }
+
+    /// The dense gradient of the whole `like`-shaped table on its device: zero outside the
+    /// touched rows (transformers' update of an embedding is dense too).
+    fn to_dense(&self, like: &Tensor) -> Result<Tensor> {
+        let device = like.device();
+        let n = self.rows.len();
+        let rows = Tensor::from_vec(self.rows.clone(), n, device)?;
+        let grad = Tensor::from_vec(self.grad.clone(), (n, self.width), device)?;
+        Ok(Tensor::zeros(like.shape(), DType::F32, device)?.index_add(&rows, &grad, 0)?)
+    }
 }
 
-/// One parameter's moments.
-pub struct Moments {
-    pub m: Vec<f32>,
-    pub v: Vec<f32>,
+/// One parameter's moments: host memory beside a CPU parameter (the fused update), or tensors
+/// on the parameter's device (the composed update).
+pub enum Moments {
+    Host { m: Vec<f32>, v: Vec<f32> },
+    Device { m: Tensor, v: Tensor },
+}
+
+impl Moments {
+    fn host_zeros(n: usize) -> Moments {
+        Moments::Host { m: vec![0.0; n], v: vec![0.0; n] }
+    }
+
+    fn device_zeros(like: &Tensor) -> Result<Moments> {
+        Ok(Moments::Device { m: like.zeros_like()?, v: like.zeros_like()? })
+    }
+
+    /// m and v in host memory, flattened (for checkpoints).
+    pub fn to_host(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        match self {
+            Moments::Host { m, v } => Ok((m.clone(), v.clone())),
+            Moments::Device { m, v } => Ok((m.flatten_all()?.to_vec1()?, v.flatten_all()?.to_vec1()?)),
+        }
+    }
+
+    /// Host moments moved beside a parameter on `device` (a checkpoint resumed on a GPU).
+    fn move_to(&mut self, like: &Tensor) -> Result<()> {
+        if let Moments::Host { m, v } = self {
+            let (m, v) = (std::mem::take(m), std::mem::take(v));
+            *self = Moments::Device {
+                m: Tensor::from_vec(m, like.shape(), like.device())?,
+                v: Tensor::from_vec(v, like.shape(), like.device())?,
+            };
+        }
+        Ok(())
+    }
 }
 
 pub struct AdamW {
@@ -91,12 +135,21 @@ pub fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
 /// The global L2 norm of all gradients (`clip_grad_norm_`'s total norm), sparse ones included.
 pub fn grad_norm(params: &[(String, Var)], grads: &GradStore, sparse: &[(usize, &SparseRows)]) -> Result<f64> {
     let mut total: f64 = sparse.iter().map(|(_, r)| r.norm_sq()).sum();
+    // Gradients on another device: summed there, one transfer for all of them.
+    let mut on_device = vec![];
     for (_, var) in params {
         if let Some(g) = grads.get(var) {
-            total += with_f32(g, |g| {
-                g.par_chunks(CHUNK).map(|c| c.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>()).sum::<f64>()
-            })?;
+            if g.device().is_cpu() {
+                total += with_f32(&g.contiguous()?, |g| {
+                    g.par_chunks(CHUNK).map(|c| c.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>()).sum::<f64>()
+                })?;
+            } else {
+                on_device.push(g.sqr()?.sum_all()?);
+            }
         }
+    }
+    if !on_device.is_empty() {
+        total += Tensor::stack(&on_device, 0)?.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
     }
     Ok(total.sqrt())
 }
@@ -110,10 +163,9 @@ enum GradSource<'a> {
     Sparse { rows: &'a SparseRows, slot: Vec<i32>, untouched: std::sync::Mutex<&'a mut Untouched> },
 }
 
-/// The update of one parameter, run in place on its storage by candle.
-struct Update<'a> {
-    source: GradSource<'a>,
-    moments: std::sync::Mutex<&'a mut Moments>,
+/// The constants of one parameter's update at one step.
+#[derive(Clone, Copy)]
+struct Coefficients {
     lr: f32,
     decay: f32,
     grad_scale: f32,
@@ -122,6 +174,30 @@ struct Update<'a> {
     eps: f32,
     step_size: f32,
     bias2_sqrt: f32,
+}
+
+/// The update of one CPU parameter, run in place on its storage by candle.
+struct Update<'a> {
+    source: GradSource<'a>,
+    moments: std::sync::Mutex<(&'a mut [f32], &'a mut [f32])>,
+    c: Coefficients,
+}
+
+/// The same update from candle's tensor ops, on any device: the parameter is overwritten in
+/// place (`Var::set`), the moments replaced. Temporaries live on the device for one parameter.
+fn update_tensors(var: &Var, grad: &Tensor, m: &mut Tensor, v: &mut Tensor, c: Coefficients) -> Result<()> {
+    let (b1, b2) = (c.beta1 as f64, c.beta2 as f64);
+    let g = grad.detach().affine(c.grad_scale as f64, 0.0)?;
+    let m_new = (m.affine(b1, 0.0)? + g.affine(1.0 - b1, 0.0)?)?;
+    let v_new = (v.affine(b2, 0.0)? + g.sqr()?.affine(1.0 - b2, 0.0)?)?;
+    let denom = v_new.sqrt()?.affine(1.0 / c.bias2_sqrt as f64, c.eps as f64)?;
+    let p = var.as_tensor().detach();
+    let p_new =
+        (p.affine(1.0 - (c.lr * c.decay) as f64, 0.0)? - m_new.div(&denom)?.affine(c.step_size as f64, 0.0)?)?;
+    var.set(&p_new)?;
+    *m = m_new;
+    *v = v_new;
+    Ok(())
 }
 
 impl candle_core::InplaceOp2 for Update<'_> {
@@ -154,18 +230,19 @@ impl Update<'_> {
             candle_core::bail!("fused-adamw: contiguous f32 parameters only")
         };
         let mut guard = self.moments.lock().map_err(|_| candle_core::Error::Msg("moments lock poisoned".into()))?;
-        let Moments { m, v } = &mut **guard;
+        let (m, v) = &mut *guard;
         let p = &mut p[ps..pe];
-        let decay_factor = 1.0 - self.lr * self.decay;
+        let c = self.c;
+        let decay_factor = 1.0 - c.lr * c.decay;
         let update = |p: &mut [f32], g: Option<&[f32]>, m: &mut [f32], v: &mut [f32]| {
             for i in 0..p.len() {
-                let gi = g.map_or(0.0, |g| g[i] * self.grad_scale);
-                let mi = self.beta1 * m[i] + (1.0 - self.beta1) * gi;
-                let vi = self.beta2 * v[i] + (1.0 - self.beta2) * gi * gi;
+                let gi = g.map_or(0.0, |g| g[i] * c.grad_scale);
+                let mi = c.beta1 * m[i] + (1.0 - c.beta1) * gi;
+                let vi = c.beta2 * v[i] + (1.0 - c.beta2) * gi * gi;
                 m[i] = mi;
                 v[i] = vi;
-                let denom = vi.sqrt() / self.bias2_sqrt + self.eps;
-                p[i] = p[i] * decay_factor - self.step_size * mi / denom;
+                let denom = vi.sqrt() / c.bias2_sqrt + c.eps;
+                p[i] = p[i] * decay_factor - c.step_size * mi / denom;
             }
         };
         match (&self.source, dense) {
@@ -235,12 +312,26 @@ impl candle_core::InplaceOp1 for ScaleRows<'_> {
 }
 
 impl AdamW {
-    pub fn new(params: &[(String, Var)], config: AdamWConfig) -> Self {
+    /// Zero moments: the fused update for CPU parameters, the composed one for others.
+    pub fn new(params: &[(String, Var)], config: AdamWConfig) -> Result<Self> {
         let moments = params
             .iter()
-            .map(|(_, v)| Moments { m: vec![0.0; v.elem_count()], v: vec![0.0; v.elem_count()] })
-            .collect();
-        AdamW::from_moments(config, 0, moments)
+            .map(|(_, v)| {
+                if v.device().is_cpu() {
+                    Ok(Moments::host_zeros(v.elem_count()))
+                } else {
+                    Moments::device_zeros(v.as_tensor())
+                }
+            })
+            .collect::<Result<_>>()?;
+        Ok(AdamW::from_moments(config, 0, moments))
+    }
+
+    /// Zero moments as tensors: the composed update (other devices' path) on any parameters,
+    /// the CPU's included (to test it against the fused one).
+    pub fn composed(params: &[(String, Var)], config: AdamWConfig) -> Result<Self> {
+        let moments = params.iter().map(|(_, v)| Moments::device_zeros(v.as_tensor())).collect::<Result<_>>()?;
+        Ok(AdamW::from_moments(config, 0, moments))
     }
 
     /// An optimizer resumed at `step` with saved moments.
@@ -286,6 +377,34 @@ impl AdamW {
         {
             let dense = grads.get(var);
             let sparse_rows = sparse.iter().find(|(i, _)| *i == index).map(|(_, r)| *r);
+            if dense.is_none() && sparse_rows.is_none() {
+                continue;
+            }
+            let coefficients = Coefficients {
+                lr: lr as f32,
+                decay: if decays(name) { c.weight_decay as f32 } else { 0.0 },
+                grad_scale: grad_scale as f32,
+                beta1: c.beta1 as f32,
+                beta2: c.beta2 as f32,
+                eps: c.eps as f32,
+                step_size: (lr / bias1) as f32,
+                bias2_sqrt: bias2.sqrt() as f32,
+            };
+            if !var.device().is_cpu() {
+                moments.move_to(var.as_tensor())?;
+            }
+            let (m, v) = match moments {
+                Moments::Device { m, v } => {
+                    let grad = match (dense, sparse_rows) {
+                        (Some(g), _) => g.clone(),
+                        (None, Some(rows)) => rows.to_dense(var.as_tensor())?,
+                        (None, None) => continue,
+                    };
+                    update_tensors(var, &grad, m, v, coefficients)?;
+                    continue;
+                }
+                Moments::Host { m, v } => (m, v),
+            };
             let source = match (dense, sparse_rows) {
                 (Some(_), _) => GradSource::Dense,
                 (None, Some(rows)) => {
@@ -295,10 +414,9 @@ impl AdamW {
                     }
                     let width = rows.width;
                     let untouched = lazy.get_or_insert_with(|| Untouched {
-                        still: moments
-                            .m
+                        still: m
                             .chunks(width)
-                            .zip(moments.v.chunks(width))
+                            .zip(v.chunks(width))
                             .map(|(m, v)| m.iter().chain(v).all(|&x| x == 0.0))
                             .collect(),
                         pending: 1.0,
@@ -309,15 +427,8 @@ impl AdamW {
             };
             let update = Update {
                 source,
-                moments: std::sync::Mutex::new(moments),
-                lr: lr as f32,
-                decay: if decays(name) { c.weight_decay as f32 } else { 0.0 },
-                grad_scale: grad_scale as f32,
-                beta1: c.beta1 as f32,
-                beta2: c.beta2 as f32,
-                eps: c.eps as f32,
-                step_size: (lr / bias1) as f32,
-                bias2_sqrt: bias2.sqrt() as f32,
+                moments: std::sync::Mutex::new((m.as_mut_slice(), v.as_mut_slice())),
+                c: coefficients,
             };
             match dense {
                 Some(grad) => var.as_tensor().inplace_op2(grad, &update)?,
@@ -347,13 +458,24 @@ mod tests {
 
     #[test]
     fn fused_update_follows_torch_step_by_step() {
+        follows_torch_step_by_step(AdamW::new);
+    }
+
+    #[test]
+    fn composed_update_for_other_devices_follows_torch_step_by_step() {
+        follows_torch_step_by_step(AdamW::composed);
+    }
+
+    type Constructor = fn(&[(String, Var)], AdamWConfig) -> Result<AdamW>;
+
+    fn follows_torch_step_by_step(make: Constructor) {
         let dev = Device::Cpu;
         let n = 100_003; // several parallel chunks and a ragged tail
         let init: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.37).sin()).collect();
         let w = Var::from_tensor(&Tensor::from_vec(init.clone(), n, &dev).unwrap()).unwrap();
         let b = Var::from_tensor(&Tensor::from_vec(init[..10].to_vec(), 10, &dev).unwrap()).unwrap();
         let params = vec![("dense.weight".to_string(), w.clone()), ("dense.bias".to_string(), b.clone())];
-        let mut opt = AdamW::new(&params, AdamWConfig::default());
+        let mut opt = make(&params, AdamWConfig::default()).unwrap();
         let mut rp: Vec<f64> = init.iter().map(|&x| x as f64).collect();
         let (mut rm, mut rv) = (vec![0f64; n], vec![0f64; n]);
         let mut bp: Vec<f64> = init[..10].iter().map(|&x| x as f64).collect();
@@ -388,8 +510,12 @@ mod tests {
         let (dense_w, sparse_w) = (make(), make());
         let dense_params = vec![("embeddings.word_embeddings.weight".to_string(), dense_w.clone())];
         let sparse_params = vec![("embeddings.word_embeddings.weight".to_string(), sparse_w.clone())];
-        let mut dense_opt = AdamW::new(&dense_params, AdamWConfig::default());
-        let mut sparse_opt = AdamW::new(&sparse_params, AdamWConfig::default());
+        let composed_w = make();
+        let composed_params = vec![("embeddings.word_embeddings.weight".to_string(), composed_w.clone())];
+        let mut dense_opt = AdamW::new(&dense_params, AdamWConfig::default()).unwrap();
+        let mut sparse_opt = AdamW::new(&sparse_params, AdamWConfig::default()).unwrap();
+        // Other devices' update densifies the rows (transformers' dense update, no lazy decay).
+        let mut composed_opt = AdamW::composed(&composed_params, AdamWConfig::default()).unwrap();
         for step in 0..4u32 {
             // Rows 3, 500+step and 999 get a gradient; the rest none (but still decay and move).
             let touched = [3u32, 500 + step, 999];
@@ -407,6 +533,7 @@ mod tests {
             let sparse = SparseRows { rows: touched.to_vec(), grad: grad_rows, width };
             let empty = sparse_w.as_tensor().detach().sum_all().unwrap().backward().unwrap();
             sparse_opt.step(&sparse_params, &empty, &[(0, &sparse)], 1e-2, 0.5).unwrap();
+            composed_opt.step(&composed_params, &empty, &[(0, &sparse)], 1e-2, 0.5).unwrap();
         }
         // Untouched rows (all but 3, 500..503 and 999) hold their decay as a pending factor.
         let b = sparse_w.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -426,6 +553,11 @@ mod tests {
         for r in [3usize, 999] {
             assert_eq!(a[r * width..(r + 1) * width], b[r * width..(r + 1) * width]);
         }
+        let c = composed_w.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let worst = a.iter().zip(&c).map(|(a, c)| ((a - c) / a.abs().max(1e-3)).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-6, "composed and fused updates differ by {worst} (relative)");
+        let (m, _) = composed_opt.moments[0].to_host().unwrap();
+        assert!(m[3 * width] != 0.0 && m[4 * width] == 0.0, "moments move on touched rows only");
     }
 
     #[test]

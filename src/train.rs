@@ -127,17 +127,23 @@ pub fn train_step(
     lr: f64,
     max_grad_norm: f64,
 ) -> Result<Option<StepOutcome>> {
+    // A GPU runs ops asynchronously: wait for each phase, so that its time is its own (a no-op
+    // on the CPU).
+    let device = model.device();
     let t0 = Instant::now();
     let (logits, words) = model.forward_train(batch, Some(dropout))?;
     let Some(loss) = token_loss(&logits, &batch.labels)? else { return Ok(None) };
+    device.synchronize()?;
     let t1 = Instant::now();
     let grads = loss.backward()?;
+    device.synchronize()?;
     let t2 = Instant::now();
     let word_grad = words.sparse_grad(&grads)?;
     let sparse: Vec<(usize, &SparseRows)> = word_grad.iter().map(|g| (model.word_embedding_index(), g)).collect();
     let norm = grad_norm(&model.params, &grads, &sparse)?;
     opt.step(&model.params, &grads, &sparse, lr, (max_grad_norm / (norm + 1e-6)).min(1.0))?;
     model.weights_changed();
+    device.synchronize()?;
     let t3 = Instant::now();
     Ok(Some(StepOutcome {
         loss: loss.to_scalar::<f32>()? as f64,
@@ -181,10 +187,11 @@ fn save_checkpoint(run: &Run, opt: &mut AdamW, state: &TrainerState) -> Result<P
     let _ = std::fs::remove_dir_all(&tmp);
     save_model_dir(&run.model, &run.tokenizer_json, &tmp)?;
     let mut moments = Vec::with_capacity(opt.moments.len() * 2);
-    for ((name, var), m) in run.model.params.iter().zip(&opt.moments) {
+    for ((name, var), param_moments) in run.model.params.iter().zip(&opt.moments) {
         let shape = var.dims().to_vec();
-        moments.push(NamedTensor { name: format!("m.{name}"), shape: shape.clone(), data: m.m.clone() });
-        moments.push(NamedTensor { name: format!("v.{name}"), shape, data: m.v.clone() });
+        let (m, v) = param_moments.to_host()?;
+        moments.push(NamedTensor { name: format!("m.{name}"), shape: shape.clone(), data: m });
+        moments.push(NamedTensor { name: format!("v.{name}"), shape, data: v });
     }
     checkpoint::write_safetensors(&tmp.join(OPTIMIZER_FILE), &moments)?;
     let mut state_json =
@@ -269,7 +276,8 @@ pub fn load_training_state(dir: &Path, model: &TokenClassifier) -> Result<(AdamW
             }
             Ok(t.flatten_all()?.to_vec1::<f32>()?)
         };
-        moments.push(Moments { m: get(&format!("m.{name}"))?, v: get(&format!("v.{name}"))? });
+        // Host moments; the first step moves them beside parameters on another device.
+        moments.push(Moments::Host { m: get(&format!("m.{name}"))?, v: get(&format!("v.{name}"))? });
     }
     let step = value["optimizer_step"].as_u64().unwrap_or(state.global_step as u64);
     let opt = AdamW::from_moments(
@@ -284,7 +292,7 @@ pub fn load_training_state(dir: &Path, model: &TokenClassifier) -> Result<(AdamW
 /// state (the model must have been loaded from the same checkpoint).
 pub fn train(run: &mut Run, options: &TrainOptions, resume: Option<(AdamW, TrainerState)>) -> Result<Vec<EpochRow>> {
     std::fs::create_dir_all(&run.out).map_err(|e| Error::io(&run.out, e))?;
-    let device = Device::Cpu;
+    let device = run.model.device().clone();
     let lengths: Vec<usize> = run.train.sentences.iter().map(|s| s.len()).collect();
     let steps_per_epoch = lengths.len().div_ceil(options.batch_size);
     let total_steps = steps_per_epoch * options.epochs;
@@ -307,7 +315,10 @@ pub fn train(run: &mut Run, options: &TrainOptions, resume: Option<(AdamW, Train
             (opt, state)
         }
         None => (
-            AdamW::new(&run.model.params, AdamWConfig { weight_decay: options.weight_decay, ..AdamWConfig::default() }),
+            AdamW::new(
+                &run.model.params,
+                AdamWConfig { weight_decay: options.weight_decay, ..AdamWConfig::default() },
+            )?,
             TrainerState {
                 options: options.clone(),
                 train_rows: lengths.len(),

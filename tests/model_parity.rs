@@ -186,7 +186,7 @@ fn inference_after_an_update_reads_the_updated_weights() {
     let batch = batch(&model, &inputs["batches"][0]);
     let real = real_positions(&batch);
     let before = model.forward(&batch, None).unwrap().broadcast_mul(&real).unwrap();
-    let mut opt = xner::optim::AdamW::new(&model.params, xner::optim::AdamWConfig::default());
+    let mut opt = xner::optim::AdamW::new(&model.params, xner::optim::AdamWConfig::default()).unwrap();
     let mut rng = xner::model::DropoutRng::new(3);
     xner::train::train_step(&model, &mut opt, &batch, &mut rng, 1e-2, 1.0).unwrap().expect("labelled batch");
     let after = model.forward(&batch, None).unwrap().broadcast_mul(&real).unwrap();
