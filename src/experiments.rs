@@ -16,7 +16,7 @@ use crate::align::{self, Aligner};
 use crate::data::{self, Corpus, LabelSet, PanxDir};
 use crate::error::{Error, Result};
 use crate::eval::{self, Evaluation};
-use crate::model::TokenClassifier;
+use crate::model::{Kernels, TokenClassifier};
 use crate::shuffle;
 use crate::train::{self, EpochRow, Run, TrainOptions};
 
@@ -36,6 +36,8 @@ pub struct FineTune {
     pub describe: String,
     /// Where the model trains.
     pub device: Device,
+    /// The composed ops and optimizer (what other devices run) on any device.
+    pub composed: bool,
 }
 
 /// Runs a fine-tuning job: tokenizes and aligns, loads (or resumes), trains, saves.
@@ -75,6 +77,10 @@ pub fn fine_tune(job: &FineTune) -> Result<Vec<EpochRow>> {
             job.options.epochs,
             train_set.sentences.len().div_ceil(job.options.batch_size)
         );
+    }
+    let mut model = model;
+    if job.composed {
+        model.set_kernels(Kernels::Composed)?;
     }
     let mut run = Run {
         model,
@@ -161,6 +167,7 @@ impl Setup {
             halt_after_steps: None,
             describe,
             device: self.device.clone(),
+            composed: false,
         }
     }
 

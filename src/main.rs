@@ -266,6 +266,10 @@ struct TrainArgs {
     /// Stop after N steps as if killed (for testing --resume).
     #[arg(long, hide = true)]
     halt_after_steps: Option<usize>,
+    /// Train with the composed ops and optimizer that other devices (GPUs) run, on any device:
+    /// to check that path, or to compare it with the fused CPU kernels.
+    #[arg(long)]
+    composed: bool,
 }
 
 #[derive(Args)]
@@ -563,6 +567,7 @@ fn train_cmd(args: &TrainArgs, device: &Device) -> Result<()> {
         halt_after_steps: args.halt_after_steps,
         describe: format!("{} (validation: {})", args.train_langs.join("+"), eval_langs.join("+")),
         device: device.clone(),
+        composed: args.composed,
     };
     let start = std::time::Instant::now();
     let rows = experiments::fine_tune(&job)?;

@@ -334,6 +334,18 @@ impl AdamW {
         Ok(AdamW::from_moments(config, 0, moments))
     }
 
+    /// Moves host moments into tensors beside their parameters: from then on every update is
+    /// the composed one (a resumed run that continues on a GPU or with `--composed`). Pending
+    /// lazy decay is applied first.
+    pub fn move_moments_beside(&mut self, params: &[(String, Var)]) -> Result<()> {
+        self.flush(params)?;
+        for (moments, (_, var)) in self.moments.iter_mut().zip(params) {
+            moments.move_to(var.as_tensor())?;
+        }
+        self.lazy.iter_mut().for_each(|l| *l = None);
+        Ok(())
+    }
+
     /// An optimizer resumed at `step` with saved moments.
     pub fn from_moments(config: AdamWConfig, step: u64, moments: Vec<Moments>) -> Self {
         let lazy = moments.iter().map(|_| None).collect();

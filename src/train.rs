@@ -22,7 +22,7 @@ use crate::checkpoint::{self, NamedTensor};
 use crate::data::LabelSet;
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, progress};
-use crate::model::{token_loss, Batch, DropoutRng, TokenClassifier};
+use crate::model::{token_loss, Batch, DropoutRng, Kernels, TokenClassifier};
 use crate::optim::{grad_norm, AdamW, AdamWConfig, Moments, SparseRows};
 use crate::shuffle::Pcg64;
 
@@ -332,6 +332,10 @@ pub fn train(run: &mut Run, options: &TrainOptions, resume: Option<(AdamW, Train
             },
         ),
     };
+    if run.model.kernels() == Kernels::Composed {
+        // The optimizer other devices run, wherever the composed ops run.
+        opt.move_moments_beside(&run.model.params)?;
+    }
     let mut steps_this_process = 0;
     while state.epoch < options.epochs {
         let batches = epoch_batches(&lengths, options.batch_size, options.seed, state.epoch, options.group_by_length);

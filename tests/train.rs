@@ -67,6 +67,63 @@ fn a_killed_run_resumed_ends_exactly_like_an_uninterrupted_one() {
 }
 
 #[test]
+fn training_with_the_composed_ops_other_devices_run_ends_like_the_fused_kernels() {
+    // `--composed` runs on the CPU what a GPU runs (ops from candle's tensor ops, AdamW on
+    // tensors): a dozen steps of it must move every parameter as the fused CPU kernels do.
+    let tmp = tempfile::tempdir().unwrap();
+    let model = common::tiny_xlmr(&tmp.path().join("tiny"));
+    let args = [
+        "train",
+        "--model",
+        path(&model),
+        "--max-train-samples",
+        "96",
+        "--max-eval-samples",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--lr",
+        "1e-3",
+    ];
+    let (fused, composed) = (tmp.path().join("fused"), tmp.path().join("composed"));
+    let out = run_xner(&[&args[..], &["--out", path(&fused)]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_xner(&[&args[..], &["--out", path(&composed), "--composed"]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let load = |p: &Path| candle_core::safetensors::load(p.join("model.safetensors"), &Device::Cpu).unwrap();
+    let (initial, fused, composed) = (load(&model), load(&fused), load(&composed));
+    let max_abs = |a: &candle_core::Tensor, b: &candle_core::Tensor| {
+        a.sub(b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    };
+    let mut compared = 0;
+    for (name, f) in &fused {
+        let c = &composed[name];
+        let diff = max_abs(f, c);
+        match initial.get(name.trim_start_matches("roberta.")) {
+            Some(init) => {
+                // Differences of rounding only: far below how far training moved the tensor.
+                // (The key bias has no gradient in exact arithmetic, softmax being blind to a
+                // constant added to every score; it moves by rounding alone.)
+                let moved = max_abs(f, init);
+                if name.ends_with("key.bias") {
+                    assert!(moved < 1e-5 && diff < 1e-5, "{name}: moved {moved}, composed differs by {diff}");
+                } else {
+                    assert!(moved > 1e-4, "{name} did not train ({moved})");
+                    // Measured: at most 1e-3 of the movement (the word table, lazily decayed).
+                    assert!(diff <= 0.01 * moved, "{name}: composed differs by {diff}, training moved it {moved}");
+                }
+                compared += 1;
+            }
+            None => assert!(diff <= 1e-3, "{name} (new head): composed differs by {diff}"),
+        }
+    }
+    assert_eq!(compared, initial.len(), "every body tensor compared");
+}
+
+#[test]
 fn checkpoints_round_trip_with_transformers_names() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = common::tiny_xlmr(&tmp.path().join("tiny"));
