@@ -961,7 +961,13 @@ fn write_batches(path: &Path, batches: &[xner::model::Batch]) -> Result<()> {
 
 /// Runs scripts/bench_torch.py with `python` on the same model and batches.
 fn torch_bench(python: &Path, dir: &Path, batches: &Path, device: &Device) -> Result<serde_json::Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_torch.py");
+    // The repository's script: where this binary was built, else under the working directory
+    // (a binary carried to another machine with a copy of the repository).
+    let built_here = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_torch.py");
+    let script = if built_here.exists() { built_here } else { PathBuf::from("scripts/bench_torch.py") };
+    if !script.exists() {
+        bail!("no scripts/bench_torch.py in {} or the working directory", env!("CARGO_MANIFEST_DIR"));
+    }
     let threads = rayon::current_num_threads().to_string();
     let out = std::process::Command::new(python)
         .arg(&script)

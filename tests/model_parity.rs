@@ -1,5 +1,7 @@
 //! xner's model against transformers on tiny random models and real PAN-X batches
-//! (fixtures from scripts/hf_parity.py): logits, loss, and the gradient of every parameter.
+//! (fixtures from scripts/hf_parity.py): logits, loss, and the gradient of every parameter —
+//! with the fused CPU kernels and with the composed ops other devices run, on the CPU and,
+//! built with `--features cuda`, on the GPU (`cuda_*` tests; run on a GPU machine, docs/GPU.md).
 
 mod common;
 
@@ -14,51 +16,65 @@ fn tensor_2d<T: candle_core::WithDType>(rows: &Value, f: impl Fn(&Value) -> T) -
     Tensor::from_vec(flat, (rows.len(), t), &Device::Cpu).unwrap()
 }
 
+/// A fixture batch on the model's device.
 fn batch(model: &TokenClassifier, b: &Value) -> Batch {
     let ids = tensor_2d(&b["input_ids"], |v| v.as_u64().unwrap() as u32);
     let rows: Vec<Vec<u32>> = ids.to_vec2().unwrap();
     let t = rows[0].len();
     let positions = Tensor::from_vec(model.position_ids(&rows, t), (rows.len(), t), &Device::Cpu).unwrap();
+    let on = |t: Tensor| t.to_device(model.device()).unwrap();
     Batch {
-        input_ids: ids,
-        attention_mask: tensor_2d(&b["attention_mask"], |v| v.as_u64().unwrap() as u32),
-        labels: tensor_2d(&b["labels"], |v| v.as_i64().unwrap()),
-        position_ids: positions,
+        input_ids: on(ids),
+        attention_mask: on(tensor_2d(&b["attention_mask"], |v| v.as_u64().unwrap() as u32)),
+        labels: on(tensor_2d(&b["labels"], |v| v.as_i64().unwrap())),
+        position_ids: on(positions),
     }
 }
 
+/// Largest absolute difference, read on the CPU (either side may live on a GPU).
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
-    a.sub(b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    let cpu = |t: &Tensor| t.to_device(&Device::Cpu).unwrap();
+    cpu(a).sub(&cpu(b)).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
 }
 
-/// (batch, seq, 1): 1 on real tokens. Logits are compared there only: xner computes no padded
-/// slot (their logits are zeros, never read).
+/// (batch, seq, 1) on the CPU: 1 on real tokens. Logits are compared there only: xner computes
+/// no padded slot (their logits are zeros, never read).
 fn real_positions(batch: &xner::model::Batch) -> Tensor {
-    batch.attention_mask.to_dtype(candle_core::DType::F32).unwrap().unsqueeze(2).unwrap()
+    let mask = batch.attention_mask.to_device(&Device::Cpu).unwrap();
+    mask.to_dtype(candle_core::DType::F32).unwrap().unsqueeze(2).unwrap()
+}
+
+/// `t` on the CPU.
+fn host(t: &Tensor) -> Tensor {
+    t.to_device(&Device::Cpu).unwrap()
 }
 
 /// A fixture's model (from its subdirectory `model_dir`) and its inputs.json.
 fn load_fixture(dir: &std::path::Path, model_dir: &str) -> (TokenClassifier, Value) {
-    let model = TokenClassifier::load(&dir.join(model_dir), None, 0, &Device::Cpu).unwrap();
+    load_fixture_on(dir, model_dir, &Device::Cpu)
+}
+
+fn load_fixture_on(dir: &std::path::Path, model_dir: &str, device: &Device) -> (TokenClassifier, Value) {
+    let model = TokenClassifier::load(&dir.join(model_dir), None, 0, device).unwrap();
     let inputs = serde_json::from_str(&std::fs::read_to_string(dir.join("inputs.json")).unwrap()).unwrap();
     (model, inputs)
 }
 
-/// Logits, loss and every parameter's gradient against transformers', with the model's ops
-/// from `kernels` (the fused CPU kernels, or the composed ops other devices run).
-fn check_family(kind: &str, kernels: Kernels) {
+/// Logits, loss and every parameter's gradient against transformers', on `device` with the
+/// model's ops from `kernels` (the fused CPU kernels, or the composed ops other devices run).
+fn check_family(kind: &str, kernels: Kernels, device: &Device) {
     let dir = common::fixtures().join("parity").join(kind);
-    let (mut model, inputs) = load_fixture(&dir, "model");
+    let (mut model, inputs) = load_fixture_on(&dir, "model", device);
     model.set_kernels(kernels).unwrap();
-    let kind = &format!("{kind} ({kernels:?})");
+    let kind = &format!("{kind} ({kernels:?} on {device:?})");
     let expected = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
     for (i, b) in inputs["batches"].as_array().unwrap().iter().enumerate() {
         let batch = batch(&model, b);
         let logits = model.forward(&batch, None).unwrap();
         let real = real_positions(&batch);
         let diff = max_abs_diff(
-            &logits.broadcast_mul(&real).unwrap(),
+            &host(&logits).broadcast_mul(&real).unwrap(),
             &expected[&format!("logits.{i}")].broadcast_mul(&real).unwrap(),
         );
         assert!(diff <= 1e-4, "{kind} batch {i}: logits differ by {diff}");
@@ -90,10 +106,11 @@ fn check_family(kind: &str, kernels: Kernels) {
                 };
                 let want = &expected[&format!("grad.{name}")];
                 let scale = want.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-                let diff = max_abs_diff(got, want);
+                let got = host(got);
+                let diff = max_abs_diff(&got, want);
                 assert!(diff <= 1e-4 * scale.max(1e-2), "{kind}: gradient of {name} differs by {diff} (scale {scale})");
                 // Any parameter that matters gets a non-zero gradient.
-                assert!(scale == 0.0 || max_abs_diff(got, &got.zeros_like().unwrap()) > 0.0, "{name}");
+                assert!(scale == 0.0 || max_abs_diff(&got, &got.zeros_like().unwrap()) > 0.0, "{name}");
             }
         }
     }
@@ -101,18 +118,79 @@ fn check_family(kind: &str, kernels: Kernels) {
 
 #[test]
 fn xlm_roberta_matches_transformers() {
-    check_family("xlm-roberta", Kernels::Fused);
+    check_family("xlm-roberta", Kernels::Fused, &Device::Cpu);
 }
 
 #[test]
 fn bert_matches_transformers() {
-    check_family("bert", Kernels::Fused);
+    check_family("bert", Kernels::Fused, &Device::Cpu);
 }
 
 #[test]
 fn composed_ops_for_other_devices_match_transformers() {
-    check_family("xlm-roberta", Kernels::Composed);
-    check_family("bert", Kernels::Composed);
+    check_family("xlm-roberta", Kernels::Composed, &Device::Cpu);
+    check_family("bert", Kernels::Composed, &Device::Cpu);
+}
+
+/// The GPU these checks run on (a build with `--features cuda`, on a machine with one).
+#[cfg(feature = "cuda")]
+fn gpu() -> Device {
+    Device::new_cuda(0).expect("the cuda_* tests need a CUDA GPU (docs/GPU.md)")
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_matches_transformers() {
+    check_family("xlm-roberta", Kernels::Composed, &gpu());
+    check_family("bert", Kernels::Composed, &gpu());
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_training_steps_match_the_fused_cpu_kernels() {
+    training_steps_match_the_fused_cpu_kernels(&gpu());
+}
+
+#[test]
+fn composed_training_steps_match_the_fused_cpu_kernels() {
+    training_steps_match_the_fused_cpu_kernels(&Device::Cpu);
+}
+
+/// Three training steps (dropout on, the same masks: they are drawn on the host) with the
+/// fused CPU kernels and optimizer, and with the composed ops and optimizer on `device`: every
+/// parameter must move alike, up to rounding.
+fn training_steps_match_the_fused_cpu_kernels(device: &Device) {
+    let dir = common::fixtures().join("parity/xlm-roberta");
+    let (fused, inputs) = load_fixture(&dir, "model");
+    let (mut composed, _) = load_fixture_on(&dir, "model", device);
+    composed.set_kernels(Kernels::Composed).unwrap();
+    let initial: Vec<Tensor> = fused.params.iter().map(|(_, v)| v.as_tensor().copy().unwrap()).collect();
+    let config = xner::optim::AdamWConfig::default();
+    let mut fused_opt = xner::optim::AdamW::new(&fused.params, config).unwrap();
+    let mut composed_opt = xner::optim::AdamW::composed(&composed.params, config).unwrap();
+    for step in 0..3u64 {
+        for (model, opt) in [(&fused, &mut fused_opt), (&composed, &mut composed_opt)] {
+            let b = batch(model, &inputs["batches"][step as usize % 2]);
+            let mut rng = xner::model::DropoutRng::new(100 + step);
+            xner::train::train_step(model, opt, &b, &mut rng, 1e-3, 1.0).unwrap().expect("labelled batch");
+        }
+    }
+    fused_opt.flush(&fused.params).unwrap();
+    for (((name, f), (_, c)), init) in fused.params.iter().zip(&composed.params).zip(&initial) {
+        let moved = max_abs_diff(f.as_tensor(), init);
+        let diff = max_abs_diff(f.as_tensor(), c.as_tensor());
+        if name.ends_with("key.bias") {
+            // No gradient in exact arithmetic (softmax ignores a constant added to every score):
+            // AdamW moves it by rounding noise alone, a small fraction of the 3 steps of 1e-3.
+            assert!(moved < 3e-4 && diff < 3e-4, "{name}: moved {moved}, composed differs by {diff}");
+        } else {
+            assert!(moved > 1e-4, "{name} did not train ({moved})");
+            assert!(
+                diff <= 0.01 * moved,
+                "{name}: composed on {device:?} differs by {diff}, training moved it {moved}"
+            );
+        }
+    }
 }
 
 #[test]

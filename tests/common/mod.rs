@@ -15,9 +15,15 @@ pub fn panx_dir() -> PathBuf {
     dir
 }
 
-/// The repository's test fixtures.
+/// The repository's test fixtures (under the working directory when the test binary was
+/// carried to another machine with a copy of the repository: the GPU checks, docs/GPU.md).
 pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    let built_here = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    if built_here.exists() {
+        built_here
+    } else {
+        PathBuf::from("tests/fixtures")
+    }
 }
 
 /// The `xner` binary built for these tests.
