@@ -18,13 +18,40 @@ pub fn parse(spec: &str) -> Result<Device> {
     };
     match (kind, ordinal) {
         ("cpu", None) => Ok(Device::Cpu),
-        ("cuda", n) => Device::new_cuda(n.unwrap_or(0)).map_err(|e| match e {
-            candle_core::Error::NotCompiledWithCudaSupport => Error::Usage(format!(
-                "--device {spec}: this xner was built without CUDA; build it with `cargo build --release --features cuda`"
+        ("cuda", n) => new_cuda(n.unwrap_or(0)).map_err(|e| match e {
+            CudaError::Candle(candle_core::Error::NotCompiledWithCudaSupport) => Error::Usage(format!(
+                "--device {spec}: this xner was built without CUDA; build it with `cargo build --release --features cuda` (docs/GPU.md)"
             )),
-            e => Error::Usage(format!("--device {spec}: {e}")),
+            CudaError::Candle(e) => Error::Usage(format!("--device {spec}: {e}")),
+            CudaError::Loading(msg) => Error::Usage(format!("--device {spec}: cannot start CUDA: {msg}")),
         }),
         _ => Err(Error::Usage(format!("--device {spec}: expected cpu, cuda or cuda:N"))),
+    }
+}
+
+enum CudaError {
+    Candle(candle_core::Error),
+    /// cudarc panics when it cannot load a CUDA library (libcuda, libcublas, …): its message.
+    Loading(String),
+}
+
+/// `Device::new_cuda`, with cudarc's panic on a missing library turned into an error (the
+/// default panic message is silenced for the call; what it said is returned).
+fn new_cuda(ordinal: usize) -> std::result::Result<Device, CudaError> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let started = std::panic::catch_unwind(|| Device::new_cuda(ordinal));
+    std::panic::set_hook(hook);
+    match started {
+        Ok(device) => device.map_err(CudaError::Candle),
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a CUDA library could not be loaded".into());
+            Err(CudaError::Loading(msg))
+        }
     }
 }
 
