@@ -10,9 +10,17 @@ cd "$(dirname "$0")/.."
 out=${OUT:-.gpu/out}
 steps=${1:-20}
 mkdir -p "$out"
-# pip's CUDA libraries (nvidia/cu13/lib) where the loader does not already find them.
-lib=$(python3 -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13", "lib"))' 2>/dev/null)
-[ -n "$lib" ] && export LD_LIBRARY_PATH=$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# pip's CUDA libraries (site-packages/nvidia/…/lib: cudart, cuBLAS, cuRAND, NVRTC), which the
+# binaries load, where the loader does not already find them.
+libs=$(python3 - <<'PY' 2>/dev/null
+import glob, os, nvidia
+dirs = {os.path.dirname(f) for root in nvidia.__path__ for name in ("cudart", "cublas", "curand", "nvrtc")
+        for f in glob.glob(os.path.join(root, "**", "lib", f"lib{name}.so*"), recursive=True)}
+print(":".join(sorted(dirs)))
+PY
+)
+[ -n "$libs" ] && export LD_LIBRARY_PATH=$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
 for name in xner model_parity; do
   python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
     ".gpu/$name.xz" ".gpu/$name" && chmod +x ".gpu/$name" || exit 1

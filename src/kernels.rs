@@ -68,11 +68,14 @@ macro_rules! multiversion {
             fn generic($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
-                #[target_feature(enable = "avx512f,avx512vl,avx2")]
+                #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2")]
                 unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
                     generic($($arg),*)
                 }
-                if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl") {
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx512dq")
+                {
                     // SAFETY: the CPU has the features `wide` was compiled for.
                     return unsafe { wide($($arg),*) };
                 }
@@ -864,6 +867,48 @@ multiversion! {
 }
 
 // ---- dropout by a precomputed mask -----------------------------------------------------------
+
+/// SplitMix64's output for counter `i` of the stream `key`: a counter-based generator, so any
+/// part of a mask can be drawn without the parts before it (in parallel, in any order).
+#[inline(always)]
+fn splitmix64(key: u64, i: u64) -> u64 {
+    let mut z = key.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+multiversion! {
+    /// Keep/scale values for `out`, whose first element is decision `2·first_pair` of the
+    /// stream: two decisions per 64-bit output (24 bits each, from each half).
+    fn mask_pairs(out: &mut [f32], key: u64, first_pair: u64, threshold: u32, keep: f32) {
+        let decide = |bits: u64| if (bits as u32) & 0xFF_FFFF >= threshold { keep } else { 0.0 };
+        let mut pairs = out.chunks_exact_mut(2);
+        let mut i = first_pair;
+        for pair in &mut pairs {
+            let r = splitmix64(key, i);
+            pair[0] = decide(r);
+            pair[1] = decide(r >> 32);
+            i += 1;
+        }
+        if let [last] = pairs.into_remainder() {
+            *last = decide(splitmix64(key, i));
+        }
+    }
+}
+
+/// Dropout's keep/scale values for `n` elements of stream `key`: 0 with probability `p` (to
+/// 2⁻²⁴), else 1/(1 − p). The same values whatever the number of threads.
+pub fn dropout_mask(key: u64, n: usize, p: f64) -> Vec<f32> {
+    const CHUNK: usize = 1 << 14; // even: chunks start on a pair
+    let keep = 1.0 / (1.0 - p) as f32;
+    let threshold = (p * (1u64 << 24) as f64) as u32;
+    let mut mask = vec![0f32; n];
+    mask.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
+        mask_pairs(chunk, key, (c * CHUNK / 2) as u64, threshold, keep);
+    });
+    mask
+}
 
 /// y = x · mask, where the mask is a constant: backward is dy · mask and nothing else.
 struct MaskMul {

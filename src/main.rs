@@ -916,6 +916,9 @@ fn bench_cmd(args: &BenchArgs, device: &Device) -> Result<()> {
             gib(get("peak_bytes")),
             t["torch"].as_str().unwrap_or("?")
         );
+        if let Some(gpu) = t["gpu"].as_str() {
+            println!("torch on {gpu}: peak GPU memory allocated {}", gib(get("gpu_peak_bytes")));
+        }
     }
     Ok(())
 }

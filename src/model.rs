@@ -137,20 +137,11 @@ impl DropoutRng {
     }
 
     /// Dropout's mask for `n` elements: 0 with probability p, else 1/(1 − p) (as
-    /// `torch.nn.functional.dropout` scales). 24 random bits per decision, two per draw.
+    /// `torch.nn.functional.dropout` scales). 24 random bits per decision.
     fn mask(&mut self, n: usize, p: f64) -> Arc<Vec<f32>> {
-        let keep = 1.0 / (1.0 - p) as f32;
-        let threshold = (p * (1u64 << 24) as f64) as u64;
-        let mut mask = Vec::with_capacity(n);
-        while mask.len() < n {
-            let r = self.rng.next_u64();
-            for bits in [r & 0xFF_FFFF, (r >> 32) & 0xFF_FFFF] {
-                if mask.len() < n {
-                    mask.push(if bits >= threshold { keep } else { 0.0 });
-                }
-            }
-        }
-        Arc::new(mask)
+        // One draw of the seeded generator per mask keys a counter-based stream for its
+        // elements, drawn in parallel (millions of decisions a training step).
+        Arc::new(kernels::dropout_mask(self.rng.next_u64(), n, p))
     }
 }
 
@@ -881,4 +872,28 @@ pub fn token_loss(logits: &Tensor, labels: &Tensor) -> Result<Option<Tensor>> {
     let log_probs = shifted.broadcast_sub(&log_norm)?;
     let picked = log_probs.gather(&Tensor::from_vec(targets, (n, 1), device)?, 1)?;
     Ok(Some(picked.mean_all()?.neg()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropout_masks_are_seeded_unbiased_and_independent_of_threads() {
+        let p = 0.1;
+        let a = DropoutRng::new(5).mask(100_001, p);
+        assert_eq!(a, DropoutRng::new(5).mask(100_001, p), "same seed, same mask");
+        assert_ne!(a, DropoutRng::new(6).mask(100_001, p));
+        let dropped = a.iter().filter(|&&x| x == 0.0).count() as f64 / a.len() as f64;
+        assert!((dropped - p).abs() < 0.005, "dropped {dropped}");
+        assert!(a.iter().all(|&x| x == 0.0 || x == 1.0 / 0.9f32));
+        // Successive masks of one generator differ; a mask drawn on one thread is the same.
+        let mut rng = DropoutRng::new(5);
+        let (first, second) = (rng.mask(1000, p), rng.mask(1000, p));
+        assert_ne!(first, second);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        assert_eq!(pool.install(|| DropoutRng::new(5).mask(100_001, p)), a);
+        // A prefix of a longer mask is the shorter mask (chunks are cut on pairs).
+        assert_eq!(DropoutRng::new(5).mask(40_000, p)[..], a[..40_000]);
+    }
 }

@@ -71,24 +71,26 @@ fn training_with_the_composed_ops_other_devices_run_ends_like_the_fused_kernels(
 
     let load = |p: &Path| candle_core::safetensors::load(p.join("model.safetensors"), &Device::Cpu).unwrap();
     let (initial, fused, composed) = (load(&model), load(&fused), load(&composed));
-    let max_abs = |a: &candle_core::Tensor, b: &candle_core::Tensor| {
-        a.sub(b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    // Euclidean distance: AdamW turns rounding noise in a near-zero gradient into a step of up
+    // to the learning rate in that element, so single elements may differ more than the whole.
+    let distance = |a: &candle_core::Tensor, b: &candle_core::Tensor| {
+        a.sub(b).unwrap().sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f32>().unwrap()
     };
     let mut compared = 0;
     for (name, f) in &fused {
         let c = &composed[name];
-        let diff = max_abs(f, c);
+        let diff = distance(f, c);
         match initial.get(name.trim_start_matches("roberta.")) {
             Some(init) => {
                 // Differences of rounding only: far below how far training moved the tensor.
                 // (The key bias has no gradient in exact arithmetic, softmax being blind to a
                 // constant added to every score; it moves by rounding alone.)
-                let moved = max_abs(f, init);
+                let moved = distance(f, init);
                 if name.ends_with("key.bias") {
-                    assert!(moved < 1e-5 && diff < 1e-5, "{name}: moved {moved}, composed differs by {diff}");
+                    assert!(moved < 1e-4 && diff < 1e-4, "{name}: moved {moved}, composed differs by {diff}");
                 } else {
-                    assert!(moved > 1e-4, "{name} did not train ({moved})");
-                    // Measured: at most 1e-3 of the movement (the word table, lazily decayed).
+                    assert!(moved > 1e-3, "{name} did not train ({moved})");
+                    // Measured: at most 4e-4 of the movement (the word table, lazily decayed).
                     assert!(diff <= 0.01 * moved, "{name}: composed differs by {diff}, training moved it {moved}");
                 }
                 compared += 1;
