@@ -148,10 +148,15 @@ pub fn grad_norm(params: &[(String, Var)], grads: &GradStore, sparse: &[(usize, 
             }
         }
     }
-    if !on_device.is_empty() {
-        total += Tensor::stack(&on_device, 0)?.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+    Ok((total + sum_on_device(&on_device)?).sqrt())
+}
+
+/// The sum of per-tensor scalars computed on a device, read back once, in f64.
+fn sum_on_device(scalars: &[Tensor]) -> Result<f64> {
+    if scalars.is_empty() {
+        return Ok(0.0);
     }
-    Ok(total.sqrt())
+    Ok(Tensor::stack(scalars, 0)?.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?)
 }
 
 /// Where a parameter's gradient comes from.
@@ -570,6 +575,23 @@ mod tests {
         assert!(worst < 1e-6, "composed and fused updates differ by {worst} (relative)");
         let (m, _) = composed_opt.moments[0].to_host().unwrap();
         assert!(m[3 * width] != 0.0 && m[4 * width] == 0.0, "moments move on touched rows only");
+    }
+
+    #[test]
+    fn device_side_squares_sum_like_the_host_loop() {
+        // grad_norm's branch for gradients on another device, run on CPU tensors.
+        let grads: Vec<Tensor> = (1..4)
+            .map(|k| Tensor::from_vec((0..1000 * k).map(|i| (i as f32 * 0.37).sin()).collect(), 1000 * k, &Device::Cpu))
+            .collect::<candle_core::Result<_>>()
+            .unwrap();
+        let on_device: Vec<Tensor> = grads.iter().map(|g| g.sqr().unwrap().sum_all().unwrap()).collect();
+        let host: f64 = grads
+            .iter()
+            .map(|g| with_f32(g, |g| g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>()).unwrap())
+            .sum();
+        let device = sum_on_device(&on_device).unwrap();
+        assert!((device - host).abs() < 1e-4 * host, "{device} vs {host}");
+        assert_eq!(sum_on_device(&[]).unwrap(), 0.0);
     }
 
     #[test]
