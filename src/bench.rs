@@ -13,10 +13,10 @@ use crate::align::AlignedSentence;
 use crate::batch::{collate, token_counts};
 use crate::checkpoint::NamedTensor;
 use crate::error::{Error, Result};
-use crate::model::{Batch, DropoutRng, Kernels, TokenClassifier};
+use crate::model::{Batch, DropoutRng, TokenClassifier};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::shuffle::Pcg64;
-use crate::train::{epoch_batches, train_step};
+use crate::train::{epoch_batches, match_optimizer, train_step};
 
 /// Seconds per phase summed over the timed steps, with the tokens they covered.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -78,11 +78,8 @@ pub fn sentence_batches(sentences: &[AlignedSentence], batch_size: usize) -> Vec
 /// weights the steps left — as an evaluation follows training. Making the inference layout of
 /// those weights, once per evaluation, is timed on its own.
 pub fn time_batches(model: &TokenClassifier, batches: &[Batch]) -> Result<Timings> {
-    // With the composed ops, the optimizer other devices run too.
-    let mut opt = match model.kernels() {
-        Kernels::Fused => AdamW::new(&model.params, AdamWConfig::default())?,
-        Kernels::Composed => AdamW::composed(&model.params, AdamWConfig::default())?,
-    };
+    let mut opt = AdamW::new(&model.params, AdamWConfig::default())?;
+    match_optimizer(model, &mut opt)?;
     let mut t = Timings::default();
     let Some(first) = batches.first() else { return Ok(t) };
     let mut rng = DropoutRng::new(0);

@@ -54,7 +54,7 @@ pub fn fine_tune(job: &FineTune) -> Result<Vec<EpochRow>> {
         }
     }
     let seed = job.options.seed;
-    let (model, resume) = match &job.resume {
+    let (mut model, resume) = match &job.resume {
         Some(path) => {
             let ckpt = train::find_checkpoint(path)?;
             let model = TokenClassifier::load(&ckpt, Some(labels.names()), seed, &job.device)?;
@@ -78,7 +78,6 @@ pub fn fine_tune(job: &FineTune) -> Result<Vec<EpochRow>> {
             train_set.sentences.len().div_ceil(job.options.batch_size)
         );
     }
-    let mut model = model;
     if job.composed {
         model.set_kernels(Kernels::Composed)?;
     }

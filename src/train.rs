@@ -154,6 +154,15 @@ pub fn train_step(
     }))
 }
 
+/// Gives `opt` the update the model's ops call for: with the composed ops (other devices, or
+/// `--composed` on the CPU), the AdamW over tensors those devices run.
+pub fn match_optimizer(model: &TokenClassifier, opt: &mut AdamW) -> Result<()> {
+    if model.kernels() == Kernels::Composed {
+        opt.move_moments_beside(&model.params)?;
+    }
+    Ok(())
+}
+
 /// Everything a run needs besides its options.
 pub struct Run<'a> {
     pub model: TokenClassifier,
@@ -332,10 +341,7 @@ pub fn train(run: &mut Run, options: &TrainOptions, resume: Option<(AdamW, Train
             },
         ),
     };
-    if run.model.kernels() == Kernels::Composed {
-        // The optimizer other devices run, wherever the composed ops run.
-        opt.move_moments_beside(&run.model.params)?;
-    }
+    match_optimizer(&run.model, &mut opt)?;
     let mut steps_this_process = 0;
     while state.epoch < options.epochs {
         let batches = epoch_batches(&lengths, options.batch_size, options.seed, state.epoch, options.group_by_length);

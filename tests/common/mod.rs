@@ -102,3 +102,30 @@ pub fn tiny_xlmr(dir: &std::path::Path) -> PathBuf {
     std::fs::copy(xlmr_tokenizer_json(), dir.join("tokenizer.json")).unwrap();
     dir.to_path_buf()
 }
+
+/// Checks that the tensor `name` trained alike along two paths from `initial` to `reference`
+/// and to `other`: their Euclidean distance at most 1 % of how far training moved it (single
+/// elements may differ more: AdamW turns rounding noise in a near-zero gradient into a step of up
+/// to the learning rate there). An attention key bias has no gradient in exact arithmetic
+/// (softmax ignores a constant added to every score) and moves by rounding alone: both its
+/// movement and the difference must stay under `key_bias_bound`. Any tensor may live on a GPU.
+pub fn assert_trained_alike(
+    name: &str,
+    initial: &candle_core::Tensor,
+    reference: &candle_core::Tensor,
+    other: &candle_core::Tensor,
+    key_bias_bound: f32,
+) {
+    let host = |t: &candle_core::Tensor| t.to_device(&candle_core::Device::Cpu).unwrap();
+    let distance = |a: &candle_core::Tensor, b: &candle_core::Tensor| {
+        host(a).sub(&host(b)).unwrap().sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f32>().unwrap()
+    };
+    let moved = distance(reference, initial);
+    let diff = distance(reference, other);
+    if name.ends_with("key.bias") {
+        assert!(moved < key_bias_bound && diff < key_bias_bound, "{name}: moved {moved}, the paths differ by {diff}");
+    } else {
+        assert!(moved > 1e-3, "{name} did not train ({moved})");
+        assert!(diff <= 0.01 * moved, "{name}: the paths differ by {diff}, training moved it {moved}");
+    }
+}
