@@ -227,7 +227,7 @@ impl CustomOp3 for LayerNorm {
                 with_data(dy, |dyv| {
                     let h = wv.len();
                     let mut dx = vec![0f32; xv.len()];
-                    let (dw, db) = dx
+                    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
                         .par_chunks_mut(h * ROWS_PER_TASK)
                         .zip(xv.par_chunks(h * ROWS_PER_TASK).zip(dyv.par_chunks(h * ROWS_PER_TASK)))
                         .map(|(dx, (x, dy))| {
@@ -235,15 +235,9 @@ impl CustomOp3 for LayerNorm {
                             layer_norm_bwd_rows(x, dy, dx, wv, &mut dw, &mut db, self.eps);
                             (dw, db)
                         })
-                        .reduce(
-                            || (vec![0f32; h], vec![0f32; h]),
-                            |(mut aw, mut ab), (bw, bb)| {
-                                aw.iter_mut().zip(bw).for_each(|(a, b)| *a += b);
-                                ab.iter_mut().zip(bb).for_each(|(a, b)| *a += b);
-                                (aw, ab)
-                            },
-                        );
-                    Ok((dx, dw, db))
+                        .collect();
+                    let (dw, db): (Vec<_>, Vec<_>) = partials.into_iter().unzip();
+                    Ok((dx, sum_in_order(dw, h), sum_in_order(db, h)))
                 })
             })
         })?;
@@ -398,7 +392,7 @@ fn linear_bwd(
     gemm_into(&mut dx, false, dy_m, View::rows(w, outs, ins));
     let mut dw = vec![0f32; outs * ins];
     gemm_into(&mut dw, false, dy_m.t(), View::rows(x, rows, ins));
-    let db = dy
+    let partials: Vec<Vec<f32>> = dy
         .par_chunks(outs * ROWS_PER_TASK)
         .map(|rows| {
             let mut acc = vec![0f32; outs];
@@ -407,14 +401,19 @@ fn linear_bwd(
             }
             acc
         })
-        .reduce(
-            || vec![0f32; outs],
-            |mut a, b| {
-                a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-                a
-            },
-        );
-    (dx, dw, db)
+        .collect();
+    (dx, dw, sum_in_order(partials, outs))
+}
+
+/// Σ of per-task partial sums, added in task order. rayon's `reduce` would add them in an
+/// order that depends on work stealing, so f32 gradients (and a whole run) would differ
+/// between runs of the same seed.
+fn sum_in_order(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    let mut total = vec![0f32; len];
+    for part in partials {
+        total.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+    }
+    total
 }
 
 /// Checks x (…, ins), W (outs, ins), b (outs,); returns (rows, ins, outs) and y's shape.
@@ -1077,6 +1076,23 @@ mod tests {
         // It has no backward, so it refuses tracked inputs instead of cutting the graph.
         let tracked = var(&[2, 12], 44);
         assert!(linear_transposed(tracked.as_tensor(), &wt, &b, false).is_err());
+    }
+
+    #[test]
+    fn backward_sums_are_the_same_bits_every_time() {
+        // Partial sums over row blocks must be added in a fixed order: a seeded run repeats.
+        let (x, w, b) = (var(&[4096, 64], 51), var(&[64], 52), var(&[64], 53));
+        let lw = var(&[48, 64], 54);
+        let grads = || {
+            let y = layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap();
+            let y = linear(&y, lw.as_tensor(), &b.as_tensor().narrow(0, 0, 48).unwrap()).unwrap();
+            let g = weighted_sum(&y, 55).backward().unwrap();
+            [&w, &b, &lw].map(|v| g.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap())
+        };
+        let first = grads();
+        for _ in 0..20 {
+            assert!(grads() == first, "a backward pass gave other bits");
+        }
     }
 
     #[test]

@@ -140,9 +140,12 @@ pub fn grad_norm(params: &[(String, Var)], grads: &GradStore, sparse: &[(usize, 
     for (_, var) in params {
         if let Some(g) = grads.get(var) {
             if g.device().is_cpu() {
-                total += with_f32(&g.contiguous()?, |g| {
-                    g.par_chunks(CHUNK).map(|c| c.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>()).sum::<f64>()
+                // Chunk sums added in chunk order: a parallel `sum` associates them in an order
+                // that depends on work stealing, and the clipping scale with it.
+                let chunks: Vec<f64> = with_f32(&g.contiguous()?, |g| {
+                    g.par_chunks(CHUNK).map(|c| c.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>()).collect()
                 })?;
+                total += chunks.iter().sum::<f64>();
             } else {
                 on_device.push(g.sqr()?.sum_all()?);
             }
