@@ -23,7 +23,8 @@ if [ ! -f "$run/model.safetensors" ] && compgen -G "$run/checkpoint-*" >/dev/nul
   resume=(--resume "$run")
 fi
 if [ ! -f "$run/model.safetensors" ]; then
-  $xner train --model models/e5-small --data "$data" --train-langs de --out "$run" "${resume[@]}" "$@"
+  $xner train --model models/e5-small --data "$data" --train-langs de --out "$run" \
+    --checkpoints while-training "${resume[@]}" "$@"
 fi
 $xner eval --model "$run" --data "$data" --langs de,fr,it,en --split test
 $xner tag --model "$run" "Jeff Dean ist ein Informatiker bei Google in Kalifornien"

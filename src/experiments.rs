@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::eval::{self, Evaluation};
 use crate::model::{Kernels, TokenClassifier};
 use crate::shuffle;
-use crate::train::{self, EpochRow, Run, TrainOptions};
+use crate::train::{self, Checkpoints, EpochRow, Run, TrainOptions};
 
 /// A fine-tuning job.
 pub struct FineTune {
@@ -38,6 +38,7 @@ pub struct FineTune {
     pub device: Device,
     /// The composed ops and optimizer (what other devices run) on any device.
     pub composed: bool,
+    pub checkpoints: Checkpoints,
 }
 
 /// Runs a fine-tuning job: tokenizes and aligns, loads (or resumes), trains, saves.
@@ -90,6 +91,7 @@ pub fn fine_tune(job: &FineTune) -> Result<Vec<EpochRow>> {
         tokenizer_json,
         show_progress: job.show_progress,
         halt_after_steps: job.halt_after_steps,
+        checkpoints: job.checkpoints,
     };
     train::train(&mut run, &job.options, resume)
 }
@@ -151,6 +153,8 @@ pub struct Setup {
     pub max_test_samples: Option<usize>,
     pub show_progress: bool,
     pub device: Device,
+    /// Of each run (a series of runs keeps only finished models by default).
+    pub checkpoints: Checkpoints,
 }
 
 impl Setup {
@@ -167,6 +171,7 @@ impl Setup {
             describe,
             device: self.device.clone(),
             composed: false,
+            checkpoints: self.checkpoints,
         }
     }
 

@@ -14,7 +14,7 @@ use xner::metrics::{self, Mode};
 use xner::model::TokenClassifier;
 use xner::table;
 
-use xner::train::{self, TrainOptions};
+use xner::train::{self, Checkpoints, TrainOptions};
 
 #[derive(Parser)]
 #[command(
@@ -260,6 +260,11 @@ struct TrainArgs {
     /// Output directory: checkpoint-N/ during the run, the final model at the end.
     #[arg(long)]
     out: PathBuf,
+    /// What the run keeps of its checkpoints (each about three times the model's size): `keep`
+    /// the newest, `while-training` (removed once the final model is saved), `none` (an
+    /// interrupted run starts over).
+    #[arg(long, value_enum, default_value_t = Checkpoints::Keep)]
+    checkpoints: Checkpoints,
     /// Continue a run from its last checkpoint (the run's --out directory or a checkpoint-N).
     #[arg(long)]
     resume: Option<PathBuf>,
@@ -335,6 +340,10 @@ struct ExperimentArgs {
     /// Output directory: runs, JSON, CSV and plots.
     #[arg(long)]
     out: PathBuf,
+    /// What each run keeps of its checkpoints: `keep` the newest, `while-training` (until its
+    /// final model is saved), `none` (an interrupted run starts over).
+    #[arg(long, value_enum, default_value_t = Checkpoints::WhileTraining)]
+    checkpoints: Checkpoints,
 }
 
 impl ExperimentArgs {
@@ -348,6 +357,7 @@ impl ExperimentArgs {
             max_test_samples: self.max_test_samples,
             show_progress: true,
             device: device.clone(),
+            checkpoints: self.checkpoints,
         })
     }
 }
@@ -565,6 +575,7 @@ fn train_cmd(args: &TrainArgs, device: &Device) -> Result<()> {
         resume: args.resume.clone(),
         show_progress: true,
         halt_after_steps: args.halt_after_steps,
+        checkpoints: args.checkpoints,
         describe: format!("{} (validation: {})", args.train_langs.join("+"), eval_langs.join("+")),
         device: device.clone(),
         composed: args.composed,
@@ -1050,14 +1061,35 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
 }
 
+/// The error and its causes, each once: the library's messages already end with their cause
+/// ("file: No space left on device"), which the chain would repeat.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn error_text_names_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device");
+        let e = anyhow::Error::new(xner::Error::io(std::path::Path::new("/run/optimizer.safetensors"), io))
+            .context("saving a checkpoint");
+        assert_eq!(super::error_text(&e), "saving a checkpoint: /run/optimizer.safetensors: No space left on device");
+    }
+
     use super::*;
     use clap::CommandFactory;
 

@@ -56,6 +56,21 @@ impl Default for TrainOptions {
     }
 }
 
+/// What a run keeps of its checkpoints (`checkpoint-N`: model, optimizer moments and state,
+/// about three times the model's size).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Checkpoints {
+    /// The newest, during and after the run (the Trainer's way: a finished run can be inspected
+    /// or continued).
+    #[default]
+    Keep,
+    /// The newest while training, removed once the final model is saved: an interrupted run
+    /// resumes, a finished one holds only its model (what a series of runs wants).
+    WhileTraining,
+    /// None: an interrupted run starts over (the Trainer's `save_strategy="no"`).
+    None,
+}
+
 /// One row of the book's training table.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct EpochRow {
@@ -175,6 +190,7 @@ pub struct Run<'a> {
     pub show_progress: bool,
     /// Stop (as if killed) after this many steps of this process: for testing resume.
     pub halt_after_steps: Option<usize>,
+    pub checkpoints: Checkpoints,
 }
 
 const STATE_FILE: &str = "trainer_state.json";
@@ -194,19 +210,26 @@ fn save_checkpoint(run: &Run, opt: &mut AdamW, state: &TrainerState) -> Result<P
     let final_dir = run.out.join(format!("checkpoint-{}", state.global_step));
     let tmp = run.out.join(format!(".checkpoint-{}.partial", state.global_step));
     let _ = std::fs::remove_dir_all(&tmp);
-    save_model_dir(&run.model, &run.tokenizer_json, &tmp)?;
-    let mut moments = Vec::with_capacity(opt.moments.len() * 2);
-    for ((name, var), param_moments) in run.model.params.iter().zip(&opt.moments) {
-        let shape = var.dims().to_vec();
-        let (m, v) = param_moments.to_host()?;
-        moments.push(NamedTensor { name: format!("m.{name}"), shape: shape.clone(), data: m });
-        moments.push(NamedTensor { name: format!("v.{name}"), shape, data: v });
+    let written = (|| {
+        save_model_dir(&run.model, &run.tokenizer_json, &tmp)?;
+        let mut moments = Vec::with_capacity(opt.moments.len() * 2);
+        for ((name, var), param_moments) in run.model.params.iter().zip(&opt.moments) {
+            let shape = var.dims().to_vec();
+            let (m, v) = param_moments.to_host()?;
+            moments.push(NamedTensor { name: format!("m.{name}"), shape: shape.clone(), data: m });
+            moments.push(NamedTensor { name: format!("v.{name}"), shape, data: v });
+        }
+        checkpoint::write_safetensors(&tmp.join(OPTIMIZER_FILE), &moments)?;
+        let mut state_json =
+            serde_json::to_value(state).map_err(|e| Error::Json { context: STATE_FILE.into(), source: e })?;
+        state_json["optimizer_step"] = serde_json::json!(opt.step);
+        checkpoint::write_json(&tmp.join(STATE_FILE), &state_json)
+    })();
+    if written.is_err() {
+        // A half-written checkpoint is of no use, and its space is often what ran out.
+        let _ = std::fs::remove_dir_all(&tmp);
     }
-    checkpoint::write_safetensors(&tmp.join(OPTIMIZER_FILE), &moments)?;
-    let mut state_json =
-        serde_json::to_value(state).map_err(|e| Error::Json { context: STATE_FILE.into(), source: e })?;
-    state_json["optimizer_step"] = serde_json::json!(opt.step);
-    checkpoint::write_json(&tmp.join(STATE_FILE), &state_json)?;
+    written?;
     let _ = std::fs::remove_dir_all(&final_dir);
     std::fs::rename(&tmp, &final_dir).map_err(|e| Error::io(&final_dir, e))?;
     for old in list_checkpoints(&run.out)? {
@@ -301,6 +324,14 @@ pub fn load_training_state(dir: &Path, model: &TokenClassifier) -> Result<(AdamW
 /// state (the model must have been loaded from the same checkpoint).
 pub fn train(run: &mut Run, options: &TrainOptions, resume: Option<(AdamW, TrainerState)>) -> Result<Vec<EpochRow>> {
     std::fs::create_dir_all(&run.out).map_err(|e| Error::io(&run.out, e))?;
+    if run.checkpoints == Checkpoints::None && options.save_steps > 0 {
+        return Err(Error::Usage("--save-steps writes checkpoints; it cannot go with --checkpoints none".into()));
+    }
+    if run.show_progress {
+        if let Some(warning) = disk_space_warning(&run.out, run.model.num_parameters(), run.checkpoints) {
+            eprintln!("warning: {warning}");
+        }
+    }
     let device = run.model.device().clone();
     let lengths: Vec<usize> = run.train.sentences.iter().map(|s| s.len()).collect();
     let steps_per_epoch = lengths.len().div_ceil(options.batch_size);
@@ -381,6 +412,7 @@ pub fn train(run: &mut Run, options: &TrainOptions, resume: Option<(AdamW, Train
             bar.inc(1);
             let last_of_epoch = state.step_in_epoch == batches.len();
             if options.save_steps > 0 && state.global_step % options.save_steps == 0 && !last_of_epoch {
+                // (`save_steps` > 0 implies checkpoints: checked above.)
                 save_checkpoint(run, &mut opt, &state)?;
             }
             if run.halt_after_steps == Some(steps_this_process) && !last_of_epoch {
@@ -413,14 +445,48 @@ pub fn train(run: &mut Run, options: &TrainOptions, resume: Option<(AdamW, Train
         state.step_in_epoch = 0;
         state.epoch_loss_sum = 0.0;
         state.epoch_loss_steps = 0;
-        save_checkpoint(run, &mut opt, &state)?;
+        if run.checkpoints != Checkpoints::None {
+            save_checkpoint(run, &mut opt, &state)?;
+        }
         if run.halt_after_steps == Some(steps_this_process) && state.epoch < options.epochs {
             return Err(Error::Usage(format!("halted after {steps_this_process} steps (--halt-after-steps)")));
         }
     }
     opt.flush(&run.model.params)?;
     save_model_dir(&run.model, &run.tokenizer_json, &run.out)?;
+    if run.checkpoints == Checkpoints::WhileTraining {
+        for dir in list_checkpoints(&run.out)? {
+            std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+    }
     Ok(state.rows)
+}
+
+/// Says so when `out`'s file system has less room than the run will write: the final model
+/// (4 bytes a parameter) and, while one checkpoint replaces the last, two checkpoints (12 bytes
+/// a parameter each: weights and Adam's two moments). A full disk otherwise shows up only
+/// when the first checkpoint is written, an epoch into the run.
+pub fn disk_space_warning(out: &Path, parameters: usize, checkpoints: Checkpoints) -> Option<String> {
+    let free = checkpoint::free_bytes(out)?;
+    let model = 4 * parameters as u64;
+    let needed = match checkpoints {
+        Checkpoints::None => model,
+        Checkpoints::Keep | Checkpoints::WhileTraining => model + 2 * 3 * model,
+    };
+    let gb = |b: u64| b as f64 / 1e9;
+    (free < needed).then(|| {
+        let advice = if checkpoints == Checkpoints::None {
+            String::new()
+        } else {
+            format!("; `--checkpoints none` needs only {:.1} GB (but a crash loses the run)", gb(model))
+        };
+        format!(
+            "{} has {:.1} GB free, and this run writes up to {:.1} GB (final model and checkpoints){advice}",
+            out.display(),
+            gb(free),
+            gb(needed)
+        )
+    })
 }
 
 pub fn epoch_table_header() -> String {
@@ -434,6 +500,24 @@ pub fn epoch_table_row(r: &EpochRow) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_larger_than_the_free_disk_is_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = checkpoint::free_bytes(dir.path()).expect("statvfs on a temporary directory");
+        // Parameters whose final model alone (4 bytes each) is twice the free space (which other
+        // tests change meanwhile).
+        let too_many = (free / 2) as usize;
+        let warning = disk_space_warning(dir.path(), too_many, Checkpoints::Keep).unwrap();
+        assert!(warning.contains(&dir.path().display().to_string()) && warning.contains("--checkpoints none"));
+        let warning = disk_space_warning(dir.path(), too_many, Checkpoints::None).unwrap();
+        assert!(!warning.contains("--checkpoints none"), "{warning}");
+        // Checkpoints count: a model that fits alone but not with two checkpoints (3× its size).
+        let fits_alone = (free / 4 / 2) as usize;
+        assert!(disk_space_warning(dir.path(), fits_alone, Checkpoints::None).is_none());
+        assert!(disk_space_warning(dir.path(), fits_alone, Checkpoints::WhileTraining).is_some());
+        assert!(disk_space_warning(dir.path(), 1000, Checkpoints::Keep).is_none());
+    }
 
     #[test]
     fn grouped_batches_cover_every_row_once_and_cut_padding() {

@@ -36,12 +36,17 @@ fn a_killed_run_resumed_ends_exactly_like_an_uninterrupted_one() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // Killed mid-epoch after 6 steps (the last checkpoint is at step 4), then resumed.
+    // Checkpoints kept only while training: the killed run has one to resume from, the finished
+    // run none.
     let broken = tmp.path().join("broken");
-    let out = run_xner(&[&common_args[..], &["--out", path(&broken), "--halt-after-steps", "6"]].concat());
+    let while_training = ["--checkpoints", "while-training"];
+    let out =
+        run_xner(&[&common_args[..], &while_training, &["--out", path(&broken), "--halt-after-steps", "6"]].concat());
     assert!(!out.status.success());
     assert!(broken.join("checkpoint-4/trainer_state.json").exists());
     assert!(!broken.join("model.safetensors").exists(), "no final model from a killed run");
-    let out = run_xner(&[&common_args[..], &["--out", path(&broken), "--resume", path(&broken)]].concat());
+    let out =
+        run_xner(&[&common_args[..], &while_training, &["--out", path(&broken), "--resume", path(&broken)]].concat());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let a = std::fs::read(whole.join("model.safetensors")).unwrap();
@@ -52,8 +57,9 @@ fn a_killed_run_resumed_ends_exactly_like_an_uninterrupted_one() {
     let whole_table = table(&run_xner(&["eval", "--model", path(&whole), "--max-samples", "50", "--json"]));
     let broken_table = table(&run_xner(&["eval", "--model", path(&broken), "--max-samples", "50", "--json"]));
     assert_eq!(whole_table, broken_table);
-    // Only the newest checkpoint is kept.
-    assert_eq!(train::list_checkpoints(&broken).unwrap().len(), 1);
+    // By default the newest checkpoint is kept, and only it.
+    assert_eq!(train::list_checkpoints(&whole).unwrap().len(), 1);
+    assert_eq!(train::list_checkpoints(&broken).unwrap(), Vec::<std::path::PathBuf>::new());
 }
 
 #[test]
@@ -110,6 +116,7 @@ fn checkpoints_round_trip_with_transformers_names() {
         tokenizer_json: dir.join("tokenizer.json"),
         show_progress: false,
         halt_after_steps: None,
+        checkpoints: Default::default(),
     };
     let options = TrainOptions { epochs: 1, batch_size: 8, ..TrainOptions::default() };
     let rows = train::train(&mut run, &options, None).unwrap();
@@ -180,6 +187,17 @@ fn broken_model_directories_get_errors_naming_the_file() {
     let out = run_xner(&["train", "--model", path(&dir), "--out", path(&empty), "--resume", path(&empty)]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("no checkpoint"), "{err}");
+
+    // Steps to checkpoint at, and no checkpoints.
+    let out = run_xner(
+        &[
+            &tiny_training(&dir, &["--save-steps", "4", "--checkpoints", "none"])[..],
+            &["--out", path(&tmp.path().join("none"))],
+        ]
+        .concat(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--checkpoints none"), "{err}");
 }
 
 #[test]
@@ -223,8 +241,13 @@ fn a_short_fine_tune_of_e5_small_beats_an_untrained_head() {
         "3e-4",
         "--out",
         path(&out_dir),
+        // A checkpoint of e5-small is 1.4 GB (weights and Adam's moments); resuming is tested
+        // on the tiny model.
+        "--checkpoints",
+        "none",
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(train::list_checkpoints(&out_dir).unwrap().is_empty());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("Training Loss") && stdout.contains("Validation Loss"), "{stdout}");
 
