@@ -966,19 +966,32 @@ mod tests {
         out.mul(&r).unwrap().sum_all().unwrap()
     }
 
+    /// Two versions of one op agree: values within `tol.0`, and the gradient of each input
+    /// (through `weighted_sum(·, seed)`) within `tol.1`.
+    fn assert_same_values_and_gradients(
+        fused: &Tensor,
+        composed: &Tensor,
+        inputs: &[(&str, &Var)],
+        seed: u64,
+        tol: (f32, f32),
+    ) {
+        let d = max_diff(fused, composed);
+        assert!(d <= tol.0, "values differ by {d}");
+        let gf = weighted_sum(fused, seed).backward().unwrap();
+        let gc = weighted_sum(composed, seed).backward().unwrap();
+        for (name, v) in inputs {
+            let d = max_diff(gf.get(v).unwrap(), gc.get(v).unwrap());
+            assert!(d <= tol.1, "d{name} differs by {d}");
+        }
+    }
+
     #[test]
     fn layer_norm_matches_the_composed_version_values_and_gradients() {
         let (x, w, b) = (var(&[3, 5, 48], 1), var(&[48], 2), var(&[48], 3));
         let eps = 1e-5;
         let fused = layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), eps).unwrap();
         let composed = composed::layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), eps).unwrap();
-        assert!(max_diff(&fused, &composed) < 1e-5);
-        let gf = weighted_sum(&fused, 9).backward().unwrap();
-        let gc = weighted_sum(&composed, 9).backward().unwrap();
-        for (name, v) in [("x", &x), ("w", &w), ("b", &b)] {
-            let d = max_diff(gf.get(v).unwrap(), gc.get(v).unwrap());
-            assert!(d < 1e-4, "d{name} differs by {d}");
-        }
+        assert_same_values_and_gradients(&fused, &composed, &[("x", &x), ("w", &w), ("b", &b)], 9, (1e-5, 1e-4));
     }
 
     #[test]
@@ -1051,13 +1064,7 @@ mod tests {
         let composed = composed::linear(x.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap();
         assert_eq!(composed.dims(), &[3, 5, 7]);
         assert_eq!(fused.dims(), &[3, 5, 7]);
-        assert!(max_diff(&fused, &composed) < 1e-5);
-        let gf = weighted_sum(&fused, 34).backward().unwrap();
-        let gc = weighted_sum(&composed, 34).backward().unwrap();
-        for (name, v) in [("x", &x), ("w", &w), ("b", &b)] {
-            let d = max_diff(gf.get(v).unwrap(), gc.get(v).unwrap());
-            assert!(d < 1e-4, "d{name} differs by {d}");
-        }
+        assert_same_values_and_gradients(&fused, &composed, &[("x", &x), ("w", &w), ("b", &b)], 34, (1e-5, 1e-4));
     }
 
     #[test]
@@ -1120,13 +1127,7 @@ mod tests {
         let (x, w, b) = (var(&[2, 9, 16], 6), var(&[40, 16], 16), var(&[40], 26));
         let fused = linear_gelu(x.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap();
         let composed = composed::linear_gelu(x.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap();
-        assert!(max_diff(&fused, &composed) < 2e-5);
-        let gf = weighted_sum(&fused, 7).backward().unwrap();
-        let gc = weighted_sum(&composed, 7).backward().unwrap();
-        for (name, v) in [("x", &x), ("w", &w), ("b", &b)] {
-            let d = max_diff(gf.get(v).unwrap(), gc.get(v).unwrap());
-            assert!(d < 2e-4, "d{name} differs by {d}");
-        }
+        assert_same_values_and_gradients(&fused, &composed, &[("x", &x), ("w", &w), ("b", &b)], 7, (2e-5, 2e-4));
     }
 
     #[test]
@@ -1136,12 +1137,8 @@ mod tests {
         for keep in [None, Some(Arc::new(keep))] {
             let fused = residual_dropout(branch.as_tensor(), residual.as_tensor(), keep.clone()).unwrap();
             let composed = composed::residual_dropout(branch.as_tensor(), residual.as_tensor(), keep).unwrap();
-            assert_eq!(max_diff(&fused, &composed), 0.0);
-            let gf = weighted_sum(&fused, 43).backward().unwrap();
-            let gc = weighted_sum(&composed, 43).backward().unwrap();
-            for v in [&branch, &residual] {
-                assert_eq!(max_diff(gf.get(v).unwrap(), gc.get(v).unwrap()), 0.0);
-            }
+            let inputs = [("branch", &branch), ("residual", &residual)];
+            assert_same_values_and_gradients(&fused, &composed, &inputs, 43, (0.0, 0.0));
         }
     }
 
@@ -1154,9 +1151,6 @@ mod tests {
         let composed = composed::mask_mul(x.as_tensor(), Arc::new(mask)).unwrap();
         // A mask of the wrong size is an error, not a broadcast.
         assert!(composed::mask_mul(x.as_tensor(), Arc::new(vec![1.0; 131])).is_err());
-        assert_eq!(max_diff(&fused, &composed), 0.0);
-        let gf = weighted_sum(&fused, 3).backward().unwrap();
-        let gc = weighted_sum(&composed, 3).backward().unwrap();
-        assert_eq!(max_diff(gf.get(&x).unwrap(), gc.get(&x).unwrap()), 0.0);
+        assert_same_values_and_gradients(&fused, &composed, &[("x", &x)], 3, (0.0, 0.0));
     }
 }
