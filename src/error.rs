@@ -25,6 +25,21 @@ pub enum Error {
 
     #[error("{context}: {source}")]
     Json { context: String, source: serde_json::Error },
+
+    /// Training stopped on request (`train::request_stop`: Ctrl-C, SIGTERM) after a step.
+    #[error("interrupted after step {step}: {}", resume_hint(.checkpoint.as_deref()))]
+    Interrupted { step: usize, checkpoint: Option<PathBuf> },
+}
+
+fn resume_hint(checkpoint: Option<&Path>) -> String {
+    match checkpoint {
+        Some(dir) => format!(
+            "checkpoint saved; the same command with `--resume {}` continues the run (an experiment \
+             continues when run again)",
+            dir.display()
+        ),
+        None => "no checkpoint written (--checkpoints none)".into(),
+    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -1005,6 +1005,9 @@ fn run(cli: Cli) -> Result<()> {
         rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("--threads")?;
     }
     let device = xner::device::parse(&cli.device)?;
+    if matches!(cli.command, Command::Train(_) | Command::Transfer(_) | Command::Curve(_) | Command::Table(_)) {
+        stop_training_on_signals();
+    }
     match &cli.command {
         Command::Train(a) => train_cmd(a, &device),
         Command::Eval(a) => eval_cmd(a, &device),
@@ -1062,7 +1065,32 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", error_text(&e));
-            ExitCode::FAILURE
+            let interrupted =
+                e.chain().any(|c| matches!(c.downcast_ref::<xner::Error>(), Some(xner::Error::Interrupted { .. })));
+            // 130: the shell's code for a command ended by Ctrl-C.
+            ExitCode::from(if interrupted { 130 } else { 1 })
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM while training: the first asks training to stop after its current step
+/// and save a checkpoint (an epoch of work is otherwise lost); a second ends the process at once.
+fn stop_training_on_signals() {
+    #[cfg(unix)]
+    {
+        extern "C" fn on_signal(_: libc::c_int) {
+            if train::request_stop() {
+                // SAFETY: _exit is async-signal-safe.
+                unsafe { libc::_exit(130) };
+            }
+            let msg = b"\nstopping after this step, with a checkpoint (again to quit at once)\n";
+            // SAFETY: write(2) is async-signal-safe and `msg` outlives the call.
+            unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+        }
+        let handler: extern "C" fn(libc::c_int) = on_signal;
+        for signal in [libc::SIGINT, libc::SIGTERM] {
+            // SAFETY: the handler only swaps an atomic and calls async-signal-safe functions.
+            unsafe { libc::signal(signal, handler as libc::sighandler_t) };
         }
     }
 }

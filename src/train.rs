@@ -11,6 +11,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::Device;
@@ -69,6 +70,20 @@ pub enum Checkpoints {
     WhileTraining,
     /// None: an interrupted run starts over (the Trainer's `save_strategy="no"`).
     None,
+}
+
+/// Set when training should stop at the next step boundary (Ctrl-C, SIGTERM).
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// Asks every running `train` in this process to stop after its current step, saving a
+/// checkpoint to resume from (unless the run keeps none), and returns whether a stop had been
+/// asked already. It only swaps an atomic flag, so a signal handler may call it.
+pub fn request_stop() -> bool {
+    STOP_REQUESTED.swap(true, Ordering::SeqCst)
+}
+
+fn stop_requested() -> bool {
+    STOP_REQUESTED.load(Ordering::SeqCst)
 }
 
 /// One row of the book's training table.
@@ -411,9 +426,19 @@ pub fn train(run: &mut Run, options: &TrainOptions, resume: Option<(AdamW, Train
             bar.set_message(format!("loss {mean:.4} · {rate:.0} tok/s"));
             bar.inc(1);
             let last_of_epoch = state.step_in_epoch == batches.len();
+            let mut saved = None;
             if options.save_steps > 0 && state.global_step % options.save_steps == 0 && !last_of_epoch {
                 // (`save_steps` > 0 implies checkpoints: checked above.)
-                save_checkpoint(run, &mut opt, &state)?;
+                saved = Some(save_checkpoint(run, &mut opt, &state)?);
+            }
+            if stop_requested() && !last_of_epoch {
+                bar.abandon();
+                let checkpoint = match saved {
+                    Some(dir) => Some(dir),
+                    None if run.checkpoints != Checkpoints::None => Some(save_checkpoint(run, &mut opt, &state)?),
+                    None => None,
+                };
+                return Err(Error::Interrupted { step: state.global_step, checkpoint });
             }
             if run.halt_after_steps == Some(steps_this_process) && !last_of_epoch {
                 bar.abandon();
@@ -445,8 +470,12 @@ pub fn train(run: &mut Run, options: &TrainOptions, resume: Option<(AdamW, Train
         state.step_in_epoch = 0;
         state.epoch_loss_sum = 0.0;
         state.epoch_loss_steps = 0;
-        if run.checkpoints != Checkpoints::None {
-            save_checkpoint(run, &mut opt, &state)?;
+        let saved = match run.checkpoints {
+            Checkpoints::None => None,
+            _ => Some(save_checkpoint(run, &mut opt, &state)?),
+        };
+        if stop_requested() && state.epoch < options.epochs {
+            return Err(Error::Interrupted { step: state.global_step, checkpoint: saved });
         }
         if run.halt_after_steps == Some(steps_this_process) && state.epoch < options.epochs {
             return Err(Error::Usage(format!("halted after {steps_this_process} steps (--halt-after-steps)")));
