@@ -11,7 +11,7 @@ use xner::model::{token_loss, TokenClassifier};
 
 #[test]
 fn analysis_is_consistent_with_recomputed_losses() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let dir = common::tiny_xlmr(&tmp.path().join("tiny"));
     let labels = LabelSet::panx();
     let model = TokenClassifier::load(&dir, Some(labels.names()), 11, &Device::Cpu).unwrap();
@@ -63,7 +63,7 @@ fn analysis_is_consistent_with_recomputed_losses() {
 
 #[test]
 fn analyze_command_writes_its_files() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let dir = common::tiny_xlmr(&tmp.path().join("tiny"));
     // A model directory with a head: save the tiny body with a fresh head.
     let labels = LabelSet::panx();

@@ -10,7 +10,7 @@ use xner::model::TokenClassifier;
 
 #[test]
 fn bench_counts_real_tokens_and_the_padding_of_training_batches() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let dir = common::tiny_xlmr(&tmp.path().join("tiny"));
     let model = TokenClassifier::load(&dir, Some(LabelSet::panx().names()), 0, &Device::Cpu).unwrap();
     let panx = PanxDir::new(common::panx_dir());
@@ -30,7 +30,7 @@ fn bench_counts_real_tokens_and_the_padding_of_training_batches() {
 
 #[test]
 fn bench_command_reports_padding_throughput_and_peak_memory() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let dir = common::tiny_xlmr(&tmp.path().join("tiny"));
     let out = common::xner()
         .args(["bench", "--model", dir.to_str().unwrap(), "--sentences", "48", "--json"])

@@ -17,7 +17,7 @@ fn error_of(path: &Path, labels: Option<&LabelSet>) -> String {
 
 #[test]
 fn tsv_conll_and_jsonl_give_the_same_sentences() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let tsv =
         write(dir.path(), "a.tsv", "\u{feff}Jeff\tB-PER\r\nDean\tI-PER\r\n\r\nin\tO\r\nBonn\tB-LOC\r\n".as_bytes());
     let conll = write(
@@ -42,7 +42,7 @@ fn tsv_conll_and_jsonl_give_the_same_sentences() {
 
 #[test]
 fn other_tag_sets_are_inferred_in_bio_order() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let path = write(dir.path(), "m.tsv", b"x\tB-MISC\ny\tI-MISC\nz\tB-PER\n");
     let corpus = read_corpus(&path, None).unwrap();
     assert_eq!(corpus.labels.names(), ["O", "B-MISC", "I-MISC", "B-PER", "I-PER"]);
@@ -51,7 +51,7 @@ fn other_tag_sets_are_inferred_in_bio_order() {
 
 #[test]
 fn missing_tag_column_names_file_and_line() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let path = write(dir.path(), "bad.tsv", b"Jeff B-PER\nDean\n");
     let err = error_of(&path, None);
     assert!(err.contains("bad.tsv:2:") && err.contains("missing tag column"), "{err}");
@@ -59,7 +59,7 @@ fn missing_tag_column_names_file_and_line() {
 
 #[test]
 fn unknown_tag_names_file_and_line() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let path = write(dir.path(), "bad.tsv", b"Jeff\tB-PER\n\nDean\tX-PER\n");
     let err = error_of(&path, None);
     assert!(err.contains("bad.tsv:3:") && err.contains("X-PER"), "{err}");
@@ -71,7 +71,7 @@ fn unknown_tag_names_file_and_line() {
 
 #[test]
 fn empty_file_and_invalid_utf8_are_errors() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let empty = write(dir.path(), "empty.tsv", b"\n\n");
     assert!(error_of(&empty, None).contains("empty.tsv: empty file"));
     let latin1 = write(dir.path(), "latin1.tsv", b"Jeff\tB-PER\nK\xf6ln\tB-LOC\n");
@@ -83,7 +83,7 @@ fn empty_file_and_invalid_utf8_are_errors() {
 
 #[test]
 fn bad_jsonl_lines_are_located() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let path = write(
         dir.path(),
         "bad.jsonl",
@@ -97,7 +97,7 @@ fn bad_jsonl_lines_are_located() {
 
 #[test]
 fn cli_reports_malformed_files_without_panicking() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     std::fs::create_dir_all(dir.path().join("de")).unwrap();
     for split in ["train", "validation", "test"] {
         write(&dir.path().join("de"), &format!("{split}.tsv"), b"Jeff\tB-PER\nDean\n");

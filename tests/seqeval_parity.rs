@@ -63,7 +63,7 @@ fn score_command_prints_the_same_json() {
 
 #[test]
 fn strict_mode_rejects_non_iob2_tags_with_the_file_named() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let file = dir.path().join("bad.txt");
     std::fs::write(&file, "a B-PER E-PER\n").unwrap();
     let out = common::xner().args(["score", "--mode", "strict"]).arg(&file).output().unwrap();

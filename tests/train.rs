@@ -28,7 +28,7 @@ fn tiny_training<'a>(model: &'a Path, more: &[&'a str]) -> Vec<&'a str> {
 
 #[test]
 fn a_killed_run_resumed_ends_exactly_like_an_uninterrupted_one() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let model = common::tiny_xlmr(&tmp.path().join("tiny"));
     let common_args = tiny_training(&model, &["--epochs", "2", "--save-steps", "4"]);
     let whole = tmp.path().join("whole");
@@ -65,7 +65,7 @@ fn a_killed_run_resumed_ends_exactly_like_an_uninterrupted_one() {
 #[cfg(unix)]
 #[test]
 fn ctrl_c_stops_training_at_a_step_with_a_checkpoint_to_resume_from() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let model = common::tiny_xlmr(&tmp.path().join("tiny"));
     // 480 steps: the signal lands mid-run.
     let args = tiny_training(&model, &["--epochs", "40", "--checkpoints", "while-training"]);
@@ -117,7 +117,7 @@ fn ctrl_c_stops_training_at_a_step_with_a_checkpoint_to_resume_from() {
 fn training_with_the_composed_ops_other_devices_run_ends_like_the_fused_kernels() {
     // `--composed` runs on the CPU what a GPU runs (ops from candle's tensor ops, AdamW on
     // tensors): a dozen steps of it must move every parameter as the fused CPU kernels do.
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let model = common::tiny_xlmr(&tmp.path().join("tiny"));
     let args = tiny_training(&model, &["--epochs", "1"]);
     let (fused, composed) = (tmp.path().join("fused"), tmp.path().join("composed"));
@@ -156,7 +156,7 @@ fn assert_runs_trained_alike(initial: &Path, reference: &Path, other: &Path, key
 
 #[test]
 fn checkpoints_round_trip_with_transformers_names() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let dir = common::tiny_xlmr(&tmp.path().join("tiny"));
     let labels = LabelSet::panx();
     let panx = PanxDir::new(common::panx_dir());
@@ -209,7 +209,7 @@ fn checkpoints_round_trip_with_transformers_names() {
 
 #[test]
 fn broken_model_directories_get_errors_naming_the_file() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let dir = common::tiny_xlmr(&tmp.path().join("tiny"));
     let labels = LabelSet::panx();
     let load = |d: &Path| TokenClassifier::load(d, Some(labels.names()), 0, &Device::Cpu).err().unwrap().to_string();
@@ -259,7 +259,7 @@ fn broken_model_directories_get_errors_naming_the_file() {
 
 #[test]
 fn hub_ids_resolve_through_the_hugging_face_cache() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let snapshot = tmp.path().join("hub/models--xner-test--tiny/snapshots/0123abcd");
     common::tiny_xlmr(&snapshot);
     std::fs::create_dir_all(tmp.path().join("hub/models--xner-test--tiny/refs")).unwrap();
@@ -280,7 +280,7 @@ fn hub_ids_resolve_through_the_hugging_face_cache() {
 #[test]
 fn a_short_fine_tune_of_e5_small_beats_an_untrained_head() {
     let e5 = common::e5_small();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let out_dir = tmp.path().join("run");
     let out = run_xner(&[
         "train",

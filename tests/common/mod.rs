@@ -3,6 +3,19 @@
 
 use std::path::PathBuf;
 
+/// A temporary directory in cargo's `target/tmp`, on the disk that holds the build, rather than
+/// in /tmp, which may be small (a CI machine's once filled up under a fine-tune's output); the
+/// system's temporary directory where `target/tmp` is absent (a test binary carried to another
+/// machine).
+pub fn tempdir() -> tempfile::TempDir {
+    let target_tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    if target_tmp.is_dir() {
+        tempfile::tempdir_in(target_tmp).unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    }
+}
+
 /// `../shared` beside the checkout (CI lays it there).
 pub fn shared_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("shared")
