@@ -113,9 +113,10 @@ pub struct AdamW {
 
 /// The rows of a sparsely updated table that have never had a gradient (their moments are 0).
 /// AdamW only decays such a row, p ← p·(1 − lr·wd), so instead of reading and writing 96 M
-/// embedding values every step the decay is kept as one pending factor and applied when the
-/// row is first touched or by `flush` (before evaluation and saving). This is the same update
-/// (up to the rounding of one product instead of several), at the cost of the touched rows only.
+/// embedding values every step the decay is kept as one pending factor and applied when a
+/// batch is about to read the row (`decay_pending_rows`, before the forward pass) or by `flush`
+/// (before evaluation and saving). The forward passes and updates are then those of the dense
+/// AdamW, up to the rounding of one product instead of several, at the cost of the read rows.
 struct Untouched {
     /// `still[r]`: row r's moments are all zero.
     still: Vec<bool>,
@@ -293,9 +294,9 @@ impl Update<'_> {
     }
 }
 
-/// Multiplies the rows marked in `still` by `factor`, in place.
+/// Multiplies the rows marked in `rows` by `factor`, in place.
 struct ScaleRows<'a> {
-    still: &'a [bool],
+    rows: &'a [bool],
     factor: f32,
 }
 
@@ -309,9 +310,9 @@ impl candle_core::InplaceOp1 for ScaleRows<'_> {
             candle_core::bail!("scale-untouched-rows: contiguous f32 parameters only")
         };
         let p = &mut p[ps..pe];
-        let width = p.len() / self.still.len().max(1);
-        p.par_chunks_mut(width).zip(self.still.par_iter()).with_min_len(256).for_each(|(row, &still)| {
-            if still {
+        let width = p.len() / self.rows.len().max(1);
+        p.par_chunks_mut(width).zip(self.rows.par_iter()).with_min_len(256).for_each(|(row, &scale)| {
+            if scale {
                 row.iter_mut().for_each(|x| *x *= self.factor);
             }
         });
@@ -360,6 +361,32 @@ impl AdamW {
         AdamW { config, step, moments, lazy }
     }
 
+    /// Applies the pending decay to the rows of parameter `index` that a batch is about to read
+    /// (`rows`, repeats allowed), so that the forward pass reads the values the dense update
+    /// would hold; from then on they are updated every step like any row with moments.
+    pub fn decay_pending_rows(&mut self, params: &[(String, Var)], index: usize, rows: &[u32]) -> Result<()> {
+        let (Some(Some(lazy)), Some((_, var))) = (self.lazy.get_mut(index), params.get(index)) else {
+            return Ok(());
+        };
+        let mut read = vec![false; lazy.still.len()];
+        for &r in rows {
+            if let Some(still) = lazy.still.get_mut(r as usize) {
+                read[r as usize] = *still;
+                *still = false;
+            }
+        }
+        if lazy.pending != 1.0 && read.iter().any(|&r| r) {
+            var.as_tensor().inplace_op1(&ScaleRows { rows: &read, factor: lazy.pending as f32 })?;
+        }
+        Ok(())
+    }
+
+    /// Whether parameter `index` has rows whose decay is pending (`decay_pending_rows` then has
+    /// work to do before a forward pass).
+    pub fn has_pending_rows(&self, index: usize) -> bool {
+        matches!(self.lazy.get(index), Some(Some(_)))
+    }
+
     /// Applies the pending decay to every untouched row, so that the parameters hold their
     /// exact values (call before reading them: evaluation, checkpoints).
     pub fn flush(&mut self, params: &[(String, Var)]) -> Result<()> {
@@ -370,7 +397,7 @@ impl AdamW {
             }
             let factor = lazy.pending as f32;
             let still = &lazy.still;
-            var.as_tensor().inplace_op1(&ScaleRows { still, factor })?;
+            var.as_tensor().inplace_op1(&ScaleRows { rows: still, factor })?;
             lazy.pending = 1.0;
         }
         Ok(())
@@ -546,6 +573,16 @@ mod tests {
                 dense[r as usize * width..(r as usize + 1) * width]
                     .copy_from_slice(&grad_rows[k * width..(k + 1) * width]);
             }
+            // The forward pass reads the touched rows as the dense update holds them, also a row
+            // read for the first time after steps of pending decay (500 + step).
+            sparse_opt.decay_pending_rows(&sparse_params, 0, &touched).unwrap();
+            let read = |w: &Var| {
+                let ids = Tensor::new(&touched[..], &dev).unwrap();
+                w.as_tensor().index_select(&ids, 0).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            };
+            let (a, b) = (read(&dense_w), read(&sparse_w));
+            let worst = a.iter().zip(&b).map(|(a, b)| ((a - b) / a.abs().max(1e-3)).abs()).fold(0f32, f32::max);
+            assert!(worst < 1e-6, "step {step}: the batch reads rows {worst} (relative) from the dense ones");
             // A dense gradient through candle's own backward: d/dw Σ w·G = G.
             let g = Tensor::from_vec(dense, (rows, width), &dev).unwrap();
             let grads = dense_w.as_tensor().mul(&g).unwrap().sum_all().unwrap().backward().unwrap();

@@ -161,6 +161,14 @@ pub fn train_step(
     // on the CPU).
     let device = model.device();
     let t0 = Instant::now();
+    let word_index = model.word_embedding_index();
+    if opt.has_pending_rows(word_index) {
+        // The word rows this batch reads, with the weight decay they hold pending applied.
+        let ids: Vec<u32> = batch.input_ids.flatten_all()?.to_vec1()?;
+        let mask: Vec<u32> = batch.attention_mask.flatten_all()?.to_vec1()?;
+        let read: Vec<u32> = ids.iter().zip(&mask).filter(|(_, &m)| m != 0).map(|(&id, _)| id).collect();
+        opt.decay_pending_rows(&model.params, word_index, &read)?;
+    }
     let (logits, words) = model.forward_train(batch, Some(dropout))?;
     let Some(loss) = token_loss(&logits, &batch.labels)? else { return Ok(None) };
     device.synchronize()?;
@@ -169,7 +177,7 @@ pub fn train_step(
     device.synchronize()?;
     let t2 = Instant::now();
     let word_grad = words.sparse_grad(&grads)?;
-    let sparse: Vec<(usize, &SparseRows)> = word_grad.iter().map(|g| (model.word_embedding_index(), g)).collect();
+    let sparse: Vec<(usize, &SparseRows)> = word_grad.iter().map(|g| (word_index, g)).collect();
     let norm = grad_norm(&model.params, &grads, &sparse)?;
     opt.step(&model.params, &grads, &sparse, lr, (max_grad_norm / (norm + 1e-6)).min(1.0))?;
     model.weights_changed();
