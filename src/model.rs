@@ -394,6 +394,14 @@ pub struct Packing {
     pub seq: usize,
 }
 
+impl Batch {
+    /// The vocabulary ids of the real (non-padding) tokens, in packed order: the word rows a
+    /// forward pass reads.
+    pub fn real_token_ids(&self) -> Result<Vec<u32>> {
+        Ok(Packing::new(self)?.select(&self.input_ids)?.to_vec1()?)
+    }
+}
+
 impl Packing {
     pub fn new(batch: &Batch) -> Result<Self> {
         let (b, t) = batch.attention_mask.dims2()?;

@@ -165,10 +165,7 @@ pub fn train_step(
     let word_index = model.word_embedding_index();
     if opt.has_pending_rows(word_index) {
         // The word rows this batch reads, with the weight decay they hold pending applied.
-        let ids: Vec<u32> = batch.input_ids.flatten_all()?.to_vec1()?;
-        let mask: Vec<u32> = batch.attention_mask.flatten_all()?.to_vec1()?;
-        let read: Vec<u32> = ids.iter().zip(&mask).filter(|(_, &m)| m != 0).map(|(&id, _)| id).collect();
-        opt.decay_pending_rows(&model.params, word_index, &read)?;
+        opt.decay_pending_rows(&model.params, word_index, &batch.real_token_ids()?)?;
     }
     let decay_seconds = decay_start.elapsed().as_secs_f64();
     let t0 = Instant::now();
@@ -445,9 +442,8 @@ pub fn train(run: &mut Run, options: &TrainOptions, resume: Option<(AdamW, Train
             if stop_requested() && !last_of_epoch {
                 bar.abandon();
                 let checkpoint = match saved {
-                    Some(dir) => Some(dir),
                     None if run.checkpoints != Checkpoints::None => Some(save_checkpoint(run, &mut opt, &state)?),
-                    None => None,
+                    saved => saved,
                 };
                 return Err(Error::Interrupted { step: state.global_step, checkpoint });
             }
