@@ -1110,16 +1110,16 @@ fn error_text(e: &anyhow::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
     #[test]
     fn error_text_names_each_cause_once() {
         let io = std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device");
         let e = anyhow::Error::new(xner::Error::io(std::path::Path::new("/run/optimizer.safetensors"), io))
             .context("saving a checkpoint");
-        assert_eq!(super::error_text(&e), "saving a checkpoint: /run/optimizer.safetensors: No space left on device");
+        assert_eq!(error_text(&e), "saving a checkpoint: /run/optimizer.safetensors: No space left on device");
     }
-
-    use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn every_flag_is_well_formed() {

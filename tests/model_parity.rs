@@ -34,15 +34,13 @@ fn batch(model: &TokenClassifier, b: &Value) -> Batch {
 /// Largest absolute difference, read on the CPU (either side may live on a GPU).
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
-    let cpu = |t: &Tensor| t.to_device(&Device::Cpu).unwrap();
-    cpu(a).sub(&cpu(b)).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    host(a).sub(&host(b)).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
 }
 
 /// (batch, seq, 1) on the CPU: 1 on real tokens. Logits are compared there only: xner computes
 /// no padded slot (their logits are zeros, never read).
 fn real_positions(batch: &xner::model::Batch) -> Tensor {
-    let mask = batch.attention_mask.to_device(&Device::Cpu).unwrap();
-    mask.to_dtype(candle_core::DType::F32).unwrap().unsqueeze(2).unwrap()
+    host(&batch.attention_mask).to_dtype(candle_core::DType::F32).unwrap().unsqueeze(2).unwrap()
 }
 
 /// `t` on the CPU.

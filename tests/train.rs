@@ -16,6 +16,13 @@ fn run_xner(args: &[&str]) -> std::process::Output {
     out
 }
 
+/// `run_xner` of a command that must succeed (its stderr is the failure message).
+fn run_xner_ok(args: &[&str]) -> std::process::Output {
+    let out = run_xner(args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -32,8 +39,7 @@ fn a_killed_run_resumed_ends_exactly_like_an_uninterrupted_one() {
     let model = common::tiny_xlmr(&tmp.path().join("tiny"));
     let common_args = tiny_training(&model, &["--epochs", "2", "--save-steps", "4"]);
     let whole = tmp.path().join("whole");
-    let out = run_xner(&[&common_args[..], &["--out", path(&whole)]].concat());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run_xner_ok(&[&common_args[..], &["--out", path(&whole)]].concat());
 
     // Killed mid-epoch after 6 steps (the last checkpoint is at step 4), then resumed.
     // Checkpoints kept only while training: the killed run has one to resume from, the finished
@@ -45,9 +51,7 @@ fn a_killed_run_resumed_ends_exactly_like_an_uninterrupted_one() {
     assert!(!out.status.success());
     assert!(broken.join("checkpoint-4/trainer_state.json").exists());
     assert!(!broken.join("model.safetensors").exists(), "no final model from a killed run");
-    let out =
-        run_xner(&[&common_args[..], &while_training, &["--out", path(&broken), "--resume", path(&broken)]].concat());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run_xner_ok(&[&common_args[..], &while_training, &["--out", path(&broken), "--resume", path(&broken)]].concat());
 
     let a = std::fs::read(whole.join("model.safetensors")).unwrap();
     let b = std::fs::read(broken.join("model.safetensors")).unwrap();
@@ -70,8 +74,7 @@ fn ctrl_c_stops_training_at_a_step_with_a_checkpoint_to_resume_from() {
     // 480 steps: the signal lands mid-run.
     let args = tiny_training(&model, &["--epochs", "40", "--checkpoints", "while-training"]);
     let whole = tmp.path().join("whole");
-    let out = run_xner(&[&args[..], &["--out", path(&whole)]].concat());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run_xner_ok(&[&args[..], &["--out", path(&whole)]].concat());
 
     let stopped = tmp.path().join("stopped");
     let child = common::xner()
@@ -104,8 +107,7 @@ fn ctrl_c_stops_training_at_a_step_with_a_checkpoint_to_resume_from() {
     assert_eq!(steps_logged(), step);
     assert!(!stopped.join("model.safetensors").exists());
 
-    let out = run_xner(&[&args[..], &["--out", path(&stopped), "--resume", path(&stopped)]].concat());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run_xner_ok(&[&args[..], &["--out", path(&stopped), "--resume", path(&stopped)]].concat());
     // Not bit for bit, unlike resuming from the checkpoints the run schedules itself: the
     // checkpoint at an unscheduled step applies the weight decay that never-seen word rows hold
     // pending (`optim::Untouched`), one rounded product split in two. Measured: the paths
@@ -121,10 +123,8 @@ fn training_with_the_composed_ops_other_devices_run_ends_like_the_fused_kernels(
     let model = common::tiny_xlmr(&tmp.path().join("tiny"));
     let args = tiny_training(&model, &["--epochs", "1"]);
     let (fused, composed) = (tmp.path().join("fused"), tmp.path().join("composed"));
-    let out = run_xner(&[&args[..], &["--out", path(&fused)]].concat());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = run_xner(&[&args[..], &["--out", path(&composed), "--composed"]].concat());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run_xner_ok(&[&args[..], &["--out", path(&fused)]].concat());
+    run_xner_ok(&[&args[..], &["--out", path(&composed), "--composed"]].concat());
 
     // Differences of rounding only (measured: at most 4e-4 of the movement, in the lazily
     // decayed word table).
@@ -282,7 +282,7 @@ fn a_short_fine_tune_of_e5_small_beats_an_untrained_head() {
     let e5 = common::e5_small();
     let tmp = common::tempdir();
     let out_dir = tmp.path().join("run");
-    let out = run_xner(&[
+    let out = run_xner_ok(&[
         "train",
         "--model",
         path(&e5),
@@ -303,7 +303,6 @@ fn a_short_fine_tune_of_e5_small_beats_an_untrained_head() {
         "--checkpoints",
         "none",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(train::list_checkpoints(&out_dir).unwrap().is_empty());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("Training Loss") && stdout.contains("Validation Loss"), "{stdout}");
@@ -342,8 +341,7 @@ fn a_short_fine_tune_of_e5_small_beats_an_untrained_head() {
     let lines = [text, "", "Angela Merkel besuchte Paris", text, "Berlin"];
     let file = tmp.path().join("lines.txt");
     std::fs::write(&file, lines.join("\n")).unwrap();
-    let out = run_xner(&["tag", "--model", path(&out_dir), "--json", "--batch-size", "2", "--file", path(&file)]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_xner_ok(&["tag", "--model", path(&out_dir), "--json", "--batch-size", "2", "--file", path(&file)]);
     let rows: Vec<serde_json::Value> =
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rows.len(), lines.len());
