@@ -1,17 +1,17 @@
 //! Predictions and entity-level evaluation: forward passes in length-sorted batches (little
-//! padding), per-token loss and confidence at first-subword positions, seqeval's report.
+//! padding; long sentences windowed, `crate::window`), per-word loss and confidence at
+//! first-subword positions, seqeval's report.
 
 use std::time::Instant;
 
-use candle_core::D;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::align::{AlignedCorpus, AlignedSentence, IGNORE_INDEX};
-use crate::batch::collate;
+use crate::align::{AlignedCorpus, IGNORE_INDEX};
 use crate::data::LabelSet;
 use crate::error::Result;
 use crate::metrics::{self, Mode, Report};
 use crate::model::TokenClassifier;
+use crate::window::{Sequence, WindowOptions};
 
 /// A progress bar on stderr (hidden when not wanted or not a terminal).
 pub fn progress(len: usize, what: &str, show: bool) -> ProgressBar {
@@ -38,27 +38,30 @@ pub struct SentencePrediction {
     pub confidence: Vec<f32>,
 }
 
-/// Runs the model (evaluation mode) over every sentence; results in corpus order.
+/// Runs the model (evaluation mode) over every sentence, windowed where longer than
+/// `window.max_len`; results in corpus order, one per word (at its first subword).
 pub fn predict(
     model: &TokenClassifier,
     corpus: &AlignedCorpus,
+    window: WindowOptions,
     batch_size: usize,
     show_progress: bool,
 ) -> Result<Vec<SentencePrediction>> {
-    let device = model.device().clone();
-    let batch_size = batch_size.max(1);
-    let mut order: Vec<usize> = (0..corpus.sentences.len()).collect();
-    order.sort_by_key(|&i| corpus.sentences[i].len());
-    let mut out: Vec<SentencePrediction> = vec![SentencePrediction::default(); corpus.sentences.len()];
-    let bar = progress(order.len().div_ceil(batch_size), "eval", show_progress);
-    for chunk in order.chunks(batch_size) {
-        let sents: Vec<&AlignedSentence> = chunk.iter().map(|&i| &corpus.sentences[i]).collect();
-        let batch = collate(model, &sents, &device)?;
-        let log_probs: Vec<Vec<Vec<f32>>> =
-            candle_nn::ops::log_softmax(&model.forward(&batch, None)?, D::Minus1)?.to_vec3()?;
-        for ((&i, s), rows) in chunk.iter().zip(&sents).zip(log_probs) {
-            let p = &mut out[i];
-            for (j, (&gold, lp)) in s.label_ids.iter().zip(rows).enumerate() {
+    let sequences: Vec<Sequence> = corpus.sentences.iter().map(|s| s.sequence()).collect();
+    let bar = progress(sequences.len(), "eval", show_progress);
+    let log_probs = crate::window::log_probs(model, &sequences, window, batch_size, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    let out = corpus
+        .sentences
+        .iter()
+        .zip(log_probs)
+        .map(|(s, rows)| {
+            let mut p = SentencePrediction::default();
+            for j in s.first_subwords() {
+                let (gold, lp) = (s.label_ids[j], &rows[j]);
                 if gold == IGNORE_INDEX {
                     continue;
                 }
@@ -72,10 +75,9 @@ pub fn predict(
                 p.loss.push(-lp[gold as usize]);
                 p.confidence.push(best_lp.exp());
             }
-        }
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
+            p
+        })
+        .collect();
     Ok(out)
 }
 
@@ -104,11 +106,12 @@ pub fn evaluate(
     model: &TokenClassifier,
     corpus: &AlignedCorpus,
     labels: &LabelSet,
+    window: WindowOptions,
     batch_size: usize,
     show_progress: bool,
 ) -> Result<Evaluation> {
     let start = Instant::now();
-    let predictions = predict(model, corpus, batch_size, show_progress)?;
+    let predictions = predict(model, corpus, window, batch_size, show_progress)?;
     let names = |ids: &[usize]| ids.iter().map(|&i| labels.name(i).to_string()).collect::<Vec<_>>();
     let gold: Vec<Vec<String>> = predictions.iter().map(|p| names(&p.gold)).collect();
     let pred: Vec<Vec<String>> = predictions.iter().map(|p| names(&p.pred)).collect();

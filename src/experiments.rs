@@ -12,21 +12,43 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::align::{self, Aligner};
-use crate::data::{self, Corpus, LabelSet, PanxDir};
+use crate::align::Aligner;
+use crate::data::{self, Corpus, LabelSet, PanxDir, ReadOptions};
 use crate::error::{Error, Result};
 use crate::eval::{self, Evaluation};
 use crate::model::{Kernels, TokenClassifier};
 use crate::shuffle;
 use crate::train::{self, Checkpoints, EpochRow, Run, TrainOptions};
+use crate::window::WindowOptions;
 
-/// A fine-tuning job.
+/// How sentences become model inputs: the window (`--max-length`, default the model's
+/// limit; `--stride`) and which subwords carry labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Alignment {
+    pub max_len: Option<usize>,
+    pub stride: usize,
+    /// Label every subword of a word (run_ner.py's `label_all_tokens`), not only the first.
+    pub label_all_subwords: bool,
+}
+
+impl Default for Alignment {
+    fn default() -> Self {
+        Alignment { max_len: None, stride: DEFAULT_STRIDE, label_all_subwords: false }
+    }
+}
+
+/// Tokens two consecutive windows share (a quarter of XLM-R's 512).
+pub const DEFAULT_STRIDE: usize = 128;
+
+/// A fine-tuning job. The label set is the training corpus's; the validation corpus must be
+/// read with it.
 pub struct FineTune {
     /// A model directory or hub id.
     pub model: String,
     pub train: Corpus,
     pub validation: Corpus,
     pub options: TrainOptions,
+    pub alignment: Alignment,
     pub out: PathBuf,
     /// Resume from this run directory or checkpoint.
     pub resume: Option<PathBuf>,
@@ -41,19 +63,27 @@ pub struct FineTune {
     pub checkpoints: Checkpoints,
 }
 
+/// The tokenizer of a model directory, aligning as `alignment` says.
+fn aligner_for(model_dir: &Path, labels: &LabelSet, alignment: &Alignment) -> Result<Aligner> {
+    let aligner = Aligner::from_file(&model_dir.join("tokenizer.json"))?;
+    Ok(if alignment.label_all_subwords { aligner.label_all_subwords(labels) } else { aligner })
+}
+
 /// Runs a fine-tuning job: tokenizes and aligns, loads (or resumes), trains, saves.
 pub fn fine_tune(job: &FineTune) -> Result<Vec<EpochRow>> {
     let model_dir = crate::hub::resolve_model(&job.model)?;
     let tokenizer_json = model_dir.join("tokenizer.json");
-    let labels = LabelSet::panx();
-    let aligner = Aligner::from_file(&tokenizer_json, align::DEFAULT_MAX_LEN)?;
-    let train_set = aligner.align_corpus(&job.train)?;
-    let validation = aligner.align_corpus(&job.validation)?;
-    for (name, c) in [("training", &train_set), ("validation", &validation)] {
-        if c.truncated > 0 {
-            eprintln!("warning: {} {name} sentences were truncated to {} tokens", c.truncated, align::DEFAULT_MAX_LEN);
-        }
+    let labels = job.train.labels.clone();
+    if job.validation.labels != labels {
+        return Err(Error::Usage(format!(
+            "the validation corpus's labels ({}) differ from the training corpus's ({})",
+            job.validation.labels.names().join(" "),
+            labels.names().join(" ")
+        )));
     }
+    let aligner = aligner_for(&model_dir, &labels, &job.alignment)?;
+    let whole_train = aligner.align_corpus(&job.train)?;
+    let validation = aligner.align_corpus(&job.validation)?;
     let seed = job.options.seed;
     let (mut model, resume) = match &job.resume {
         Some(path) => {
@@ -67,14 +97,32 @@ pub fn fine_tune(job: &FineTune) -> Result<Vec<EpochRow>> {
         }
         None => (TokenClassifier::load(&model_dir, Some(labels.names()), seed, &job.device)?, None),
     };
+    let window = WindowOptions::new(&model, job.alignment.max_len, job.alignment.stride)?;
+    let (train_set, split) = whole_train.windows(window);
+    if job.show_progress && split > 0 {
+        eprintln!(
+            "{split} training sentences longer than {} tokens became {} windows (stride {})",
+            window.max_len,
+            train_set.sentences.len() - (whole_train.sentences.len() - split),
+            window.stride
+        );
+    }
+    if job.show_progress && validation.longer_than(window.max_len) > 0 {
+        eprintln!(
+            "{} validation sentences longer than {} tokens are evaluated in windows",
+            validation.longer_than(window.max_len),
+            window.max_len
+        );
+    }
     if job.show_progress {
         eprintln!(
-            "training {} ({} parameters) on {}: {} sentences, {} validation sentences, {} epochs of {} steps",
+            "training {} ({} parameters) on {}: {} sentences, {} validation sentences, {} labels, {} epochs of {} steps",
             job.model,
             model.num_parameters(),
             job.describe,
             train_set.sentences.len(),
             validation.sentences.len(),
+            labels.len(),
             job.options.epochs,
             train_set.sentences.len().div_ceil(job.options.batch_size)
         );
@@ -87,6 +135,7 @@ pub fn fine_tune(job: &FineTune) -> Result<Vec<EpochRow>> {
         labels,
         train: &train_set,
         validation: &validation,
+        window,
         out: job.out.clone(),
         tokenizer_json,
         show_progress: job.show_progress,
@@ -117,6 +166,51 @@ pub struct EvalSettings {
     pub batch_size: usize,
     pub show_progress: bool,
     pub device: Device,
+    /// The window (`max_len`, `stride`); `label_all_subwords` plays no part in scoring.
+    pub alignment: Alignment,
+}
+
+impl EvalSettings {
+    pub fn new(batch_size: usize, show_progress: bool, device: Device) -> Self {
+        EvalSettings { batch_size, show_progress, device, alignment: Alignment::default() }
+    }
+}
+
+/// A trained model with its labels, tokenizer and window, ready to score corpora.
+pub struct Evaluator {
+    pub model: TokenClassifier,
+    pub labels: LabelSet,
+    pub aligner: Aligner,
+    pub window: WindowOptions,
+    pub settings: EvalSettings,
+}
+
+impl Evaluator {
+    pub fn load(model_dir: &Path, settings: &EvalSettings) -> Result<Self> {
+        let model = TokenClassifier::load(model_dir, None, 0, &settings.device)?;
+        let labels = LabelSet::new(model.config.labels().unwrap_or_default());
+        let aligner = Aligner::from_file(&model_dir.join("tokenizer.json"))?;
+        let window = WindowOptions::new(&model, settings.alignment.max_len, settings.alignment.stride)?;
+        Ok(Evaluator { model, labels, aligner, window, settings: settings.clone() })
+    }
+
+    /// Scores a corpus read with this model's label set.
+    pub fn evaluate(&self, corpus: &Corpus) -> Result<Evaluation> {
+        let aligned = self.aligner.align_corpus(corpus)?;
+        eval::evaluate(
+            &self.model,
+            &aligned,
+            &self.labels,
+            self.window,
+            self.settings.batch_size,
+            self.settings.show_progress,
+        )
+    }
+
+    /// How corpus files must be read for this model: with its labels.
+    pub fn read_options(&self, base: &ReadOptions) -> ReadOptions {
+        ReadOptions { labels: Some(self.labels.clone()), ..base.clone() }
+    }
 }
 
 /// Evaluates a model directory on the `split` of each language.
@@ -128,16 +222,12 @@ pub fn evaluate_languages(
     max_samples: Option<usize>,
     settings: &EvalSettings,
 ) -> Result<Vec<(String, Evaluation)>> {
-    let EvalSettings { batch_size, show_progress, ref device } = *settings;
-    let model = TokenClassifier::load(model_dir, None, 0, device)?;
-    let labels = LabelSet::new(model.config.labels().unwrap_or_default());
-    let aligner = Aligner::from_file(&model_dir.join("tokenizer.json"), align::DEFAULT_MAX_LEN)?;
+    let evaluator = Evaluator::load(model_dir, settings)?;
     langs
         .iter()
         .map(|lang| {
             let corpus = data::load_languages(panx, std::slice::from_ref(lang), split, 0, max_samples)?;
-            let aligned = aligner.align_corpus(&corpus)?;
-            Ok((lang.clone(), eval::evaluate(&model, &aligned, &labels, batch_size, show_progress)?))
+            Ok((lang.clone(), evaluator.evaluate(&corpus)?))
         })
         .collect()
 }
@@ -164,6 +254,7 @@ impl Setup {
             train,
             validation,
             options: self.options.clone(),
+            alignment: Alignment::default(),
             out,
             resume: None,
             show_progress: self.show_progress,
@@ -186,7 +277,7 @@ impl Setup {
 
     /// Test F1 of a model directory for each language.
     pub fn test_f1(&self, model_dir: &Path, langs: &[String]) -> Result<BTreeMap<String, f64>> {
-        let settings = EvalSettings { batch_size: 32, show_progress: self.show_progress, device: self.device.clone() };
+        let settings = EvalSettings::new(32, self.show_progress, self.device.clone());
         let evals = evaluate_languages(model_dir, &self.panx, langs, "test", self.max_test_samples, &settings)?;
         Ok(evals.into_iter().map(|(l, e)| (l, e.f1())).collect())
     }

@@ -1,13 +1,13 @@
 //! Tagging text with a trained model: the subword tokens with their predicted tags (the book's
 //! `tag_text`) and the word-level entities with character offsets.
 
-use candle_core::D;
 use serde::Serialize;
 use tokenizers::{Encoding, Tokenizer};
 
 use crate::error::{Error, Result};
 use crate::metrics;
 use crate::model::TokenClassifier;
+use crate::window::{Sequence, WindowOptions};
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct TaggedEntity {
@@ -25,50 +25,68 @@ pub struct Tagged {
     pub entities: Vec<TaggedEntity>,
 }
 
-/// Tags `text`: every subword gets the argmax label; each word takes its first subword's.
-pub fn tag_text(model: &TokenClassifier, tokenizer: &Tokenizer, labels: &[String], text: &str) -> Result<Tagged> {
-    let enc = encode(model, tokenizer, text)?;
-    let mut tagged = tag_encoded(model, labels, &[(text, enc)], 1, false)?;
+/// Tags `text` (of any length): every subword gets the argmax label; each word takes its
+/// first subword's.
+pub fn tag_text(
+    model: &TokenClassifier,
+    tokenizer: &Tokenizer,
+    labels: &[String],
+    text: &str,
+    window: WindowOptions,
+) -> Result<Tagged> {
+    let enc = encode(tokenizer, text)?;
+    let mut tagged = tag_encoded(model, labels, &[(text, enc)], window, 1, false)?;
     Ok(tagged.remove(0))
 }
 
-/// Tokenizes one text for tagging; an error if it is longer than the model takes.
-pub fn encode(model: &TokenClassifier, tokenizer: &Tokenizer, text: &str) -> Result<Encoding> {
-    let enc = tokenizer.encode_char_offsets(text, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
-    let n = enc.get_ids().len();
-    let max = model.config.max_position_embeddings.saturating_sub(2);
-    if n > max {
-        return Err(Error::Usage(format!("text is {n} tokens long; the model takes at most {max}")));
-    }
-    Ok(enc)
+/// Tokenizes one text for tagging, whole (no truncation: long texts are windowed).
+pub fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Encoding> {
+    tokenizer.encode_char_offsets(text, true).map_err(|e| Error::Tokenizer(e.to_string()))
+}
+
+/// A model's tokenizer.json as tagging needs it: without truncation or padding.
+pub fn load_tokenizer(path: &std::path::Path) -> Result<Tokenizer> {
+    let mut tokenizer = crate::align::load_tokenizer(path)?;
+    tokenizer.with_truncation(None).map_err(|e| Error::Tokenizer(e.to_string()))?;
+    tokenizer.with_padding(None);
+    Ok(tokenizer)
 }
 
 /// Tags many encoded texts in batches of up to `batch_size`, formed in order of length (little
-/// padding, as evaluation batches); results in input order.
+/// padding, as evaluation batches), texts longer than the window in overlapping windows;
+/// results in input order.
 pub fn tag_encoded(
     model: &TokenClassifier,
     labels: &[String],
     texts: &[(&str, Encoding)],
+    window: WindowOptions,
     batch_size: usize,
     show_progress: bool,
 ) -> Result<Vec<Tagged>> {
-    let device = model.device().clone();
-    let mut order: Vec<usize> = (0..texts.len()).collect();
-    order.sort_by_key(|&i| texts[i].1.get_ids().len());
-    let mut out: Vec<Option<Tagged>> = vec![None; texts.len()];
+    let sequences: Vec<Sequence> =
+        texts.iter().map(|(_, enc)| Sequence::from_word_ids(enc.get_ids(), enc.get_word_ids())).collect();
     let bar = crate::eval::progress(texts.len(), "tag", show_progress);
-    for chunk in order.chunks(batch_size.max(1)) {
-        let ids: Vec<&[u32]> = chunk.iter().map(|&i| texts[i].1.get_ids()).collect();
-        let batch = crate::batch::collate_ids(model, &ids, &device)?;
-        let pred: Vec<Vec<u32>> = model.forward(&batch, None)?.argmax(D::Minus1)?.to_vec2()?;
-        for (&i, p) in chunk.iter().zip(pred) {
-            let (text, enc) = &texts[i];
-            out[i] = Some(tagged(enc, text, &p[..enc.get_ids().len()], labels));
-        }
-        bar.inc(chunk.len() as u64);
-    }
+    let log_probs = crate::window::log_probs(model, &sequences, window, batch_size, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
     bar.finish_and_clear();
-    Ok(out.into_iter().map(|t| t.expect("every text is in one batch")).collect())
+    Ok(texts
+        .iter()
+        .zip(log_probs)
+        .map(|((text, enc), rows)| {
+            let pred: Vec<u32> = rows
+                .iter()
+                .map(|lp| {
+                    lp.iter()
+                        .enumerate()
+                        .fold((0u32, f32::NEG_INFINITY), |a, (k, &v)| if v > a.1 { (k as u32, v) } else { a })
+                        .0
+                })
+                .collect();
+            tagged(enc, text, &pred, labels)
+        })
+        .collect())
 }
 
 /// Subword tags from the predicted label ids, and word-level entities with character spans.

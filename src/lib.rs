@@ -26,5 +26,6 @@ pub mod optim;
 pub mod shuffle;
 pub mod table;
 pub mod train;
+pub mod window;
 
 pub use error::{Error, Result};

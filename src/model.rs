@@ -621,6 +621,16 @@ impl TokenClassifier {
         self.params.iter().position(|(n, _)| n.ends_with("embeddings.word_embeddings.weight")).expect("loaded model")
     }
 
+    /// The longest sequence the position embeddings allow, special tokens included: RoBERTa's
+    /// positions start after `padding_idx` (514 embeddings, 512 tokens), BERT's at 0.
+    pub fn max_tokens(&self) -> usize {
+        let n = self.config.max_position_embeddings;
+        match self.family {
+            Family::Bert => n,
+            Family::Roberta => n.saturating_sub(self.config.pad_token_id as usize + 1),
+        }
+    }
+
     pub fn num_labels(&self) -> usize {
         self.classifier.weight.dims()[0]
     }

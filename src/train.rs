@@ -26,6 +26,7 @@ use crate::eval::{evaluate, progress};
 use crate::model::{token_loss, Batch, DropoutRng, Kernels, TokenClassifier};
 use crate::optim::{grad_norm, AdamW, AdamWConfig, Moments, SparseRows};
 use crate::shuffle::Pcg64;
+use crate::window::WindowOptions;
 
 /// Hyperparameters of a run (the Trainer's defaults, the book's settings).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -207,6 +208,8 @@ pub struct Run<'a> {
     pub labels: LabelSet,
     pub train: &'a AlignedCorpus,
     pub validation: &'a AlignedCorpus,
+    /// The window validation sentences are scored in (the training set is windowed already).
+    pub window: WindowOptions,
     pub out: PathBuf,
     /// The tokenizer.json to copy into every checkpoint.
     pub tokenizer_json: PathBuf,
@@ -454,7 +457,8 @@ pub fn train(run: &mut Run, options: &TrainOptions, resume: Option<(AdamW, Train
         }
         bar.finish_and_clear();
         opt.flush(&run.model.params)?;
-        let eval = evaluate(&run.model, run.validation, &run.labels, options.batch_size, run.show_progress)?;
+        let eval =
+            evaluate(&run.model, run.validation, &run.labels, run.window, options.batch_size, run.show_progress)?;
         let row = EpochRow {
             epoch: state.epoch + 1,
             training_loss: state.epoch_loss_sum / state.epoch_loss_steps.max(1) as f64,

@@ -2,6 +2,9 @@
 
 mod common;
 
+/// XLM-R's window, with transformers' overflow stride of 128.
+const WINDOW: xner::window::WindowOptions = xner::window::WindowOptions { max_len: 512, stride: 128 };
+
 use candle_core::Device;
 use xner::align::Aligner;
 use xner::analysis;
@@ -17,8 +20,8 @@ fn analysis_is_consistent_with_recomputed_losses() {
     let model = TokenClassifier::load(&dir, Some(labels.names()), 11, &Device::Cpu).unwrap();
     let panx = PanxDir::new(common::panx_dir());
     let corpus = data::load_languages(&panx, &["de".into()], "validation", 0, Some(40)).unwrap();
-    let aligned = Aligner::from_file(&dir.join("tokenizer.json"), 512).unwrap().align_corpus(&corpus).unwrap();
-    let eval = xner::eval::evaluate(&model, &aligned, &labels, 8, false).unwrap();
+    let aligned = Aligner::from_file(&dir.join("tokenizer.json")).unwrap().align_corpus(&corpus).unwrap();
+    let eval = xner::eval::evaluate(&model, &aligned, &labels, WINDOW, 8, false).unwrap();
     let rows = analysis::token_rows(&corpus, &aligned, &eval.predictions, &labels);
     let a = analysis::analyze(&rows, &eval.predictions, &labels, 5);
 

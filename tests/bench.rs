@@ -15,7 +15,7 @@ fn bench_counts_real_tokens_and_the_padding_of_training_batches() {
     let model = TokenClassifier::load(&dir, Some(LabelSet::panx().names()), 0, &Device::Cpu).unwrap();
     let panx = PanxDir::new(common::panx_dir());
     let corpus = data::load_languages(&panx, &["de".into()], "train", 0, Some(100)).unwrap();
-    let aligned = Aligner::from_file(&dir.join("tokenizer.json"), 512).unwrap().align_corpus(&corpus).unwrap();
+    let aligned = Aligner::from_file(&dir.join("tokenizer.json")).unwrap().align_corpus(&corpus).unwrap();
     let batches = xner::bench::real_batches(&model, &aligned.sentences, 24).unwrap();
     assert_eq!(batches.len(), 5); // 100 sentences in batches of 24
     let t = xner::bench::time_batches(&model, &batches).unwrap();

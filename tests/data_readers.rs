@@ -3,7 +3,7 @@
 mod common;
 
 use std::path::Path;
-use xner::data::{read_corpus, LabelSet};
+use xner::data::{read_corpus, LabelSet, ReadOptions};
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
     let path = dir.join(name);
@@ -11,8 +11,12 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
     path
 }
 
+fn fixed(labels: Option<&LabelSet>) -> ReadOptions {
+    ReadOptions { labels: labels.cloned(), ..Default::default() }
+}
+
 fn error_of(path: &Path, labels: Option<&LabelSet>) -> String {
-    read_corpus(path, labels).expect_err("bad input must be an error").to_string()
+    read_corpus(path, &fixed(labels)).expect_err("bad input must be an error").to_string()
 }
 
 #[test]
@@ -25,14 +29,16 @@ fn tsv_conll_and_jsonl_give_the_same_sentences() {
         "a.conll",
         b"-DOCSTART- -X- O O\n\nJeff NNP B-NP B-PER\nDean NNP I-NP I-PER\n\nin IN O O\nBonn NNP B-NP B-LOC\n",
     );
+    // Integer tags are named by a labels.json beside the file (as `datasets` writes ClassLabel names).
+    write(dir.path(), "labels.json", br#"["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]"#);
     let jsonl = write(
         dir.path(),
         "a.jsonl",
         b"{\"tokens\": [\"Jeff\", \"Dean\"], \"ner_tags\": [1, 2]}\n{\"tokens\": [\"in\", \"Bonn\"], \"ner_tags\": [\"O\", \"B-LOC\"]}\n",
     );
-    let a = read_corpus(&tsv, None).unwrap();
-    let b = read_corpus(&conll, None).unwrap();
-    let c = read_corpus(&jsonl, None).unwrap();
+    let a = read_corpus(&tsv, &fixed(None)).unwrap();
+    let b = read_corpus(&conll, &fixed(None)).unwrap();
+    let c = read_corpus(&jsonl, &fixed(None)).unwrap();
     assert_eq!(a.labels, LabelSet::panx());
     assert_eq!(a.sentences, b.sentences);
     assert_eq!(a.sentences, c.sentences);
@@ -44,7 +50,7 @@ fn tsv_conll_and_jsonl_give_the_same_sentences() {
 fn other_tag_sets_are_inferred_in_bio_order() {
     let dir = common::tempdir();
     let path = write(dir.path(), "m.tsv", b"x\tB-MISC\ny\tI-MISC\nz\tB-PER\n");
-    let corpus = read_corpus(&path, None).unwrap();
+    let corpus = read_corpus(&path, &fixed(None)).unwrap();
     assert_eq!(corpus.labels.names(), ["O", "B-MISC", "I-MISC", "B-PER", "I-PER"]);
     assert_eq!(corpus.sentences[0].label_ids, vec![1, 2, 3]);
 }
@@ -103,7 +109,7 @@ fn cli_reports_malformed_files_without_panicking() {
         write(&dir.path().join("de"), &format!("{split}.tsv"), b"Jeff\tB-PER\nDean\n");
     }
     let out = common::xner().args(["data", "stats", "--langs", "de", "--data"]).arg(dir.path()).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "input errors exit with 2");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("train.tsv:2:") && !err.contains("panicked"), "{err}");
 }

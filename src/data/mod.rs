@@ -1,14 +1,18 @@
-//! Corpus reading: PAN-X/XTREME TSV, CoNLL-style columns and JSONL, into sentences of words
-//! with label ids; the label set; and the book's "Swiss" sampling of PAN-X.
-//!
-//! Readers stream line by line (one pass, no quadratic work) and report bad input with the
-//! file and line. Tags are interned while reading and mapped onto the final label set at the
-//! end, so a file's label set can be inferred without a second pass.
+//! Corpora: sentences of words with label ids over a label set; the readers of every file
+//! format (`read`: columns, JSON Lines; `parquet`), tagging schemes (`scheme`: IOB1, IOB2,
+//! BIOES, BILOU, all read into IOB2), the PAN-X directory layout and the book's "Swiss"
+//! sampling of it.
+
+pub mod parquet;
+pub mod read;
+pub mod scheme;
+pub mod stats;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+pub use read::{read_corpus, read_corpus_with_report, Format, ReadOptions, ReadReport, UnknownLabels};
+pub use scheme::Scheme;
 
 use crate::error::{Error, Result};
 use crate::shuffle;
@@ -60,6 +64,23 @@ impl LabelSet {
         Self::new(names)
     }
 
+    /// A label set the user names (`--labels`): `O` and IOB2 tags, each once, `O` included.
+    pub fn from_names(names: Vec<String>, source: &str) -> Result<Self> {
+        let mut seen = BTreeSet::new();
+        for name in &names {
+            if name != "O" && split_bio(name).is_none() {
+                return Err(Error::Usage(format!("{source}: {name:?} is not O, B-TYPE or I-TYPE")));
+            }
+            if !seen.insert(name.as_str()) {
+                return Err(Error::Usage(format!("{source}: {name} is named twice")));
+            }
+        }
+        if !seen.contains("O") {
+            return Err(Error::Usage(format!("{source}: the label set needs O")));
+        }
+        Ok(Self::new(names))
+    }
+
     pub fn id(&self, name: &str) -> Option<usize> {
         self.ids.get(name).copied()
     }
@@ -97,10 +118,6 @@ pub fn split_bio(tag: &str) -> Option<(char, &str)> {
         "B" | "I" if !ty.is_empty() => Some((prefix.chars().next()?, ty)),
         _ => None,
     }
-}
-
-fn is_valid_bio(tag: &str) -> bool {
-    tag == "O" || split_bio(tag).is_some()
 }
 
 /// One sentence: its words and one label id per word.
@@ -158,201 +175,18 @@ impl Corpus {
     }
 }
 
-/// Which reader a file needs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// `token<TAB>tag` or whitespace columns, token first and tag last (PAN-X, CoNLL).
-    Columns,
-    /// One `{"tokens": [...], "ner_tags": [...]}` object per line.
-    Jsonl,
-}
-
-impl Format {
-    pub fn of(path: &Path) -> Format {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("jsonl") | Some("json") => Format::Jsonl,
-            _ => Format::Columns,
+/// `--labels`: a file (a JSON list, or one name a line) or comma-separated names.
+pub fn parse_label_list(arg: &str) -> Result<Vec<String>> {
+    let path = std::path::Path::new(arg);
+    if path.is_file() {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        if text.trim_start().starts_with('[') {
+            return serde_json::from_str(&text)
+                .map_err(|e| Error::invalid(path, format!("expected a JSON list of label names: {e}")));
         }
+        return Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect());
     }
-}
-
-/// Reads a corpus file. With `labels`, every tag must belong to it (integer tags in JSONL
-/// index it); without, the label set is inferred from the file's tags.
-pub fn read_corpus(path: &Path, labels: Option<&LabelSet>) -> Result<Corpus> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut reader = BufReader::with_capacity(1 << 16, file);
-    let mut builder = CorpusBuilder::new(path, labels);
-    match Format::of(path) {
-        Format::Columns => read_columns(path, &mut reader, &mut builder)?,
-        Format::Jsonl => read_jsonl(path, &mut reader, &mut builder)?,
-    }
-    builder.finish()
-}
-
-/// Collects sentences with interned tags; validates tags as they come.
-struct CorpusBuilder<'a> {
-    path: &'a Path,
-    fixed: Option<&'a LabelSet>,
-    tag_names: Vec<String>,
-    tag_ids: HashMap<String, usize>,
-    sentences: Vec<Sentence>,
-}
-
-impl<'a> CorpusBuilder<'a> {
-    fn new(path: &'a Path, fixed: Option<&'a LabelSet>) -> Self {
-        CorpusBuilder { path, fixed, tag_names: vec![], tag_ids: HashMap::new(), sentences: vec![] }
-    }
-
-    fn intern(&mut self, tag: &str, line: usize) -> Result<usize> {
-        if let Some(&id) = self.tag_ids.get(tag) {
-            return Ok(id);
-        }
-        let known = match self.fixed {
-            Some(set) => set.id(tag).is_some(),
-            None => is_valid_bio(tag),
-        };
-        if !known {
-            let expected = match self.fixed {
-                Some(set) => format!("one of {}", set.names().join(" ")),
-                None => "O, B-TYPE or I-TYPE (IOB2)".to_string(),
-            };
-            return Err(Error::parse(self.path, line, format!("unknown tag {tag:?}: expected {expected}")));
-        }
-        let id = self.tag_names.len();
-        self.tag_names.push(tag.to_string());
-        self.tag_ids.insert(tag.to_string(), id);
-        Ok(id)
-    }
-
-    fn push(&mut self, words: Vec<String>, local_ids: Vec<usize>) {
-        if !words.is_empty() {
-            self.sentences.push(Sentence { words, label_ids: local_ids });
-        }
-    }
-
-    fn finish(self) -> Result<Corpus> {
-        if self.sentences.is_empty() {
-            return Err(Error::invalid(self.path, "empty file: no sentences found"));
-        }
-        let labels = match self.fixed {
-            Some(set) => set.clone(),
-            None => LabelSet::infer(self.tag_names.iter().map(String::as_str)),
-        };
-        // Every interned tag is in `labels` by construction (validated or inferred from them).
-        let remap: Vec<usize> =
-            self.tag_names.iter().map(|t| labels.id(t).expect("interned tag in label set")).collect();
-        let mut sentences = self.sentences;
-        for s in &mut sentences {
-            for id in &mut s.label_ids {
-                *id = remap[*id];
-            }
-        }
-        Ok(Corpus { labels, sentences })
-    }
-}
-
-/// Reads one line as UTF-8 without its line ending (LF or CRLF) and, on the first line, BOM.
-fn next_line(path: &Path, reader: &mut impl BufRead, buf: &mut Vec<u8>, line_no: usize) -> Result<Option<String>> {
-    buf.clear();
-    let n = reader.read_until(b'\n', buf).map_err(|e| Error::io(path, e))?;
-    if n == 0 {
-        return Ok(None);
-    }
-    while matches!(buf.last(), Some(b'\n') | Some(b'\r')) {
-        buf.pop();
-    }
-    let mut text = String::from_utf8(std::mem::take(buf))
-        .map_err(|e| Error::parse(path, line_no, format!("invalid UTF-8: {e}")))?;
-    if line_no == 1 && text.starts_with('\u{feff}') {
-        text.drain(..'\u{feff}'.len_utf8());
-    }
-    Ok(Some(text))
-}
-
-fn read_columns(path: &Path, reader: &mut impl BufRead, out: &mut CorpusBuilder) -> Result<()> {
-    let mut buf = Vec::new();
-    let mut words = Vec::new();
-    let mut ids = Vec::new();
-    let mut line_no = 0;
-    while let Some(line) = next_line(path, reader, &mut buf, line_no + 1)? {
-        line_no += 1;
-        if line.trim().is_empty() {
-            out.push(std::mem::take(&mut words), std::mem::take(&mut ids));
-            continue;
-        }
-        if line.starts_with("-DOCSTART-") {
-            continue;
-        }
-        // Tabs separate columns when present (PAN-X tokens never hold tabs, but may hold
-        // other whitespace); otherwise CoNLL's whitespace columns.
-        let (word, tag) = if line.contains('\t') {
-            let cols: Vec<&str> = line.split('\t').collect();
-            (cols[0], cols[cols.len() - 1].trim())
-        } else {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.len() < 2 {
-                return Err(Error::parse(
-                    path,
-                    line_no,
-                    format!("missing tag column: expected `token<TAB>tag`, found {line:?}"),
-                ));
-            }
-            (cols[0], cols[cols.len() - 1])
-        };
-        if tag.is_empty() {
-            return Err(Error::parse(path, line_no, format!("missing tag column in {line:?}")));
-        }
-        ids.push(out.intern(tag, line_no)?);
-        words.push(word.to_string());
-    }
-    out.push(words, ids);
-    Ok(())
-}
-
-fn read_jsonl(path: &Path, reader: &mut impl BufRead, out: &mut CorpusBuilder) -> Result<()> {
-    let panx = LabelSet::panx();
-    let int_labels = out.fixed.cloned().unwrap_or(panx);
-    let mut buf = Vec::new();
-    let mut line_no = 0;
-    while let Some(line) = next_line(path, reader, &mut buf, line_no + 1)? {
-        line_no += 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let value: serde_json::Value =
-            serde_json::from_str(&line).map_err(|e| Error::parse(path, line_no, format!("invalid JSON: {e}")))?;
-        let field = |name: &str| {
-            value
-                .get(name)
-                .and_then(|v| v.as_array())
-                .ok_or_else(|| Error::parse(path, line_no, format!("missing array field {name:?}")))
-        };
-        let tokens = field("tokens")?;
-        let tags = field("ner_tags")?;
-        if tokens.len() != tags.len() {
-            return Err(Error::parse(path, line_no, format!("{} tokens but {} ner_tags", tokens.len(), tags.len())));
-        }
-        let mut words = Vec::with_capacity(tokens.len());
-        let mut ids = Vec::with_capacity(tokens.len());
-        for (tok, tag) in tokens.iter().zip(tags) {
-            let word =
-                tok.as_str().ok_or_else(|| Error::parse(path, line_no, format!("token {tok} is not a string")))?;
-            let tag_name = match tag {
-                serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Number(n) => {
-                    let i = n.as_u64().filter(|&i| (i as usize) < int_labels.len()).ok_or_else(|| {
-                        Error::parse(path, line_no, format!("tag id {n} outside 0..{}", int_labels.len()))
-                    })?;
-                    int_labels.name(i as usize).to_string()
-                }
-                other => return Err(Error::parse(path, line_no, format!("tag {other} is neither string nor int"))),
-            };
-            ids.push(out.intern(&tag_name, line_no)?);
-            words.push(word.to_string());
-        }
-        out.push(words, ids);
-    }
-    Ok(())
+    Ok(arg.split(',').map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
 }
 
 /// `de=0.629,fr=0.229` → [("de", 0.629), ("fr", 0.229)].
@@ -407,7 +241,7 @@ impl PanxDir {
                 format!("no such file: PAN-X data for language {lang:?} is expected at DIR/{lang}/{split}.tsv"),
             ));
         }
-        read_corpus(&path, Some(&LabelSet::panx()))
+        read_corpus(&path, &ReadOptions::panx())
     }
 
     /// A split of the Swiss corpus: shuffled with `seed` and cut to the language's fraction.

@@ -1,0 +1,103 @@
+//! `xner eval`: entity F1 and seqeval's classification report of a trained model, on PAN-X
+//! languages or on corpus files (`--file`), in seqeval's default and strict (IOB2) modes.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use candle_core::Device;
+use clap::Args;
+
+use super::{read_corpus_file, CorpusArgs, DataArgs, WindowArgs};
+use xner::eval::Evaluation;
+use xner::experiments::{EvalSettings, Evaluator};
+use xner::metrics::{self, Mode};
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// A trained model directory (or hub id) with a token-classification head.
+    #[arg(long)]
+    pub model: String,
+    /// Corpus files to score (any format `xner train --train` reads) instead of PAN-X
+    /// languages; repeat for several.
+    #[arg(long)]
+    pub file: Vec<PathBuf>,
+    #[command(flatten)]
+    pub corpus: CorpusArgs,
+    #[command(flatten)]
+    pub window: WindowArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[arg(long, default_value = "de", value_delimiter = ',')]
+    pub langs: Vec<String>,
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Keep only the first N sentences of each language or file.
+    #[arg(long)]
+    pub max_samples: Option<usize>,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Print JSON (F1 and report per language).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// F1 (default and strict), loss, sizes and both reports as JSON.
+pub fn results_json(eval: &Evaluation) -> Result<serde_json::Value> {
+    let strict = metrics::classification_report(&eval.gold, &eval.pred, Mode::Strict)?;
+    let words: usize = eval.gold.iter().map(Vec::len).sum();
+    Ok(serde_json::json!({"f1": eval.f1(), "strict_f1": strict.micro.f1, "loss": eval.loss,
+        "sentences": eval.gold.len(), "words_scored": words, "report": eval.report, "strict_report": strict,
+        "seconds": eval.seconds, "tokens": eval.tokens}))
+}
+
+pub fn run(args: &EvalArgs, device: &Device) -> Result<()> {
+    let model_dir = xner::hub::resolve_model(&args.model)?;
+    let settings = EvalSettings {
+        alignment: args.window.alignment(false),
+        ..EvalSettings::new(args.batch_size, !args.json, device.clone())
+    };
+    let evals: Vec<(String, Evaluation)> = if args.file.is_empty() {
+        let panx = args.data.panx()?;
+        xner::experiments::evaluate_languages(&model_dir, &panx, &args.langs, &args.split, args.max_samples, &settings)?
+    } else {
+        let evaluator = Evaluator::load(&model_dir, &settings)?;
+        let options = evaluator.read_options(&args.corpus.read_options()?);
+        let mut out = vec![];
+        for path in &args.file {
+            let mut corpus = read_corpus_file(path, &options, args.json)?;
+            if let Some(n) = args.max_samples {
+                corpus.sentences.truncate(n);
+            }
+            out.push((path.display().to_string(), evaluator.evaluate(&corpus)?));
+        }
+        out
+    };
+    let split = if args.file.is_empty() { format!(" {}", args.split) } else { String::new() };
+    let mut results = serde_json::Map::new();
+    let mut strict_f1 = vec![];
+    for (name, eval) in &evals {
+        let json = results_json(eval)?;
+        strict_f1.push(json["strict_f1"].as_f64().unwrap_or(f64::NAN));
+        if !args.json {
+            let words: usize = eval.gold.iter().map(Vec::len).sum();
+            println!(
+                "{name}{split} ({} sentences, {words} words scored, {:.0} tokens/s)",
+                eval.gold.len(),
+                eval.tokens as f64 / eval.seconds
+            );
+            println!("{}", eval.report.to_text());
+        }
+        results.insert(name.clone(), json);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        let header: Vec<&str> = std::iter::once("").chain(evals.iter().map(|(n, _)| n.as_str())).collect();
+        let row = |name: &str, values: Vec<f64>| -> Vec<String> {
+            std::iter::once(name.to_string()).chain(values.iter().map(|f| format!("{f:.4}"))).collect()
+        };
+        let rows = [row("F1", evals.iter().map(|(_, e)| e.f1()).collect()), row("F1 strict (IOB2)", strict_f1)];
+        print!("{}", xner::table::columns(&header, &rows));
+    }
+    Ok(())
+}
