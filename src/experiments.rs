@@ -197,6 +197,10 @@ impl Evaluator {
     /// Scores a corpus read with this model's label set.
     pub fn evaluate(&self, corpus: &Corpus) -> Result<Evaluation> {
         let aligned = self.aligner.align_corpus(corpus)?;
+        let long = aligned.longer_than(self.window.max_len);
+        if self.settings.show_progress && long > 0 {
+            eprintln!("{long} sentences longer than {} tokens are evaluated in windows", self.window.max_len);
+        }
         eval::evaluate(
             &self.model,
             &aligned,

@@ -39,9 +39,14 @@ fn tsv_conll_and_jsonl_give_the_same_sentences() {
     let a = read_corpus(&tsv, &fixed(None)).unwrap();
     let b = read_corpus(&conll, &fixed(None)).unwrap();
     let c = read_corpus(&jsonl, &fixed(None)).unwrap();
-    assert_eq!(a.labels, LabelSet::panx());
+    // Two types: O, then B-/I- of each alphabetically; the JSON Lines file's labels.json list is
+    // its label set, in its order.
+    assert_eq!(a.labels.names(), ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]);
+    assert_eq!(c.labels, LabelSet::panx());
     assert_eq!(a.sentences, b.sentences);
-    assert_eq!(a.sentences, c.sentences);
+    for (x, y) in a.sentences.iter().zip(&c.sentences) {
+        assert_eq!((&x.words, a.tags(x)), (&y.words, c.tags(y)));
+    }
     assert_eq!(a.sentences[0].words, ["Jeff", "Dean"]);
     assert_eq!(a.tags(&a.sentences[1]), ["O", "B-LOC"]);
 }
@@ -93,7 +98,7 @@ fn bad_jsonl_lines_are_located() {
     let path = write(
         dir.path(),
         "bad.jsonl",
-        b"{\"tokens\": [\"a\"], \"ner_tags\": [0]}\n{\"tokens\": [\"a\", \"b\"], \"ner_tags\": [0]}\n",
+        b"{\"tokens\": [\"a\"], \"ner_tags\": [\"O\"]}\n{\"tokens\": [\"a\", \"b\"], \"ner_tags\": [\"O\"]}\n",
     );
     let err = error_of(&path, None);
     assert!(err.contains("bad.jsonl:2:") && err.contains("2 tokens but 1 ner_tags"), "{err}");

@@ -42,18 +42,16 @@ impl LabelSet {
         Self::new(PANX_TAGS.iter().map(|s| s.to_string()).collect())
     }
 
-    /// The label set for a collection of observed tags: PAN-X's when they fit in it, else `O`
-    /// followed by `B-`/`I-` of every entity type in alphabetical order.
+    /// The label set for a collection of observed IOB2 tags: `O`, then `B-`/`I-` of every
+    /// entity type in alphabetical order; PAN-X's own order when the types are PAN-X's three.
     pub fn infer<'a>(tags: impl IntoIterator<Item = &'a str>) -> Self {
         let mut types = BTreeSet::new();
-        let mut all_panx = true;
         for tag in tags {
-            all_panx &= PANX_TAGS.contains(&tag);
             if let Some((_, ty)) = split_bio(tag) {
                 types.insert(ty.to_string());
             }
         }
-        if all_panx {
+        if types.iter().map(String::as_str).eq(["LOC", "ORG", "PER"]) {
             return Self::panx();
         }
         let mut names = vec!["O".to_string()];
@@ -319,7 +317,8 @@ mod tests {
     fn inferred_labels_fall_back_to_sorted_types() {
         let set = LabelSet::infer(["O", "B-MISC", "I-PER", "B-PER"]);
         assert_eq!(set.names(), ["O", "B-MISC", "I-MISC", "B-PER", "I-PER"]);
-        assert_eq!(LabelSet::infer(["O", "B-LOC"]), LabelSet::panx());
+        assert_eq!(LabelSet::infer(["O", "B-LOC", "I-PER", "B-ORG"]), LabelSet::panx());
+        assert_eq!(LabelSet::infer(["O", "B-LOC"]).names(), ["O", "B-LOC", "I-LOC"]);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
 use parquet::schema::types::Type;
 
-use super::read::{class_label_names, tag_names_beside, ReadOptions, TaggedSentence};
+use super::read::{class_label_names, tag_names_beside, ReadOptions, TaggedFile, TaggedSentence};
 use crate::error::{Error, Result};
 
 /// The `ClassLabel` names of `ner_tags` in the file's `huggingface` metadata, if any.
@@ -21,7 +21,7 @@ fn embedded_tag_names(reader: &SerializedFileReader<File>) -> Option<Vec<String>
     class_label_names(&value["info"]["features"])
 }
 
-pub fn read_parquet(path: &Path, options: &ReadOptions) -> Result<Vec<TaggedSentence>> {
+pub fn read_parquet(path: &Path, options: &ReadOptions) -> Result<TaggedFile> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let reader = SerializedFileReader::new(file)
         .map_err(|e| Error::invalid(path, format!("not a readable Parquet file: {e}")))?;
@@ -39,13 +39,14 @@ pub fn read_parquet(path: &Path, options: &ReadOptions) -> Result<Vec<TaggedSent
         .build()
         .map_err(|e| Error::invalid(path, format!("Parquet schema: {e}")))?;
 
-    let names = match &options.tag_names {
-        Some(n) => Some(n.clone()),
+    let from_file = match &options.tag_names {
+        Some(_) => None,
         None => match embedded_tag_names(&reader) {
             Some(n) => Some(n),
             None => tag_names_beside(path)?,
         },
     };
+    let names = options.tag_names.clone().or_else(|| from_file.clone());
     let rows = reader
         .get_row_iter(Some(projection))
         .map_err(|e| Error::invalid(path, format!("reading the tokens and {tags_name} columns: {e}")))?;
@@ -101,5 +102,5 @@ pub fn read_parquet(path: &Path, options: &ReadOptions) -> Result<Vec<TaggedSent
             out.push(s);
         }
     }
-    Ok(out)
+    Ok(TaggedFile { sentences: out, tag_names: from_file })
 }

@@ -130,7 +130,7 @@ pub fn read_corpus_with_report(path: &Path, options: &ReadOptions) -> Result<(Co
         Some(f) => f,
         None => Format::detect(path)?,
     };
-    let tagged = read_tagged(path, format, options)?;
+    let TaggedFile { sentences: tagged, tag_names } = read_tagged(path, format, options)?;
     if tagged.is_empty() {
         return Err(Error::invalid(path, "empty file: no sentences found"));
     }
@@ -164,9 +164,14 @@ pub fn read_corpus_with_report(path: &Path, options: &ReadOptions) -> Result<(Co
         report.violations += found.len();
         iob2.push(scheme::to_iob2(&s.tags, scheme));
     }
-    let labels = match &options.labels {
-        Some(set) => set.clone(),
-        None => LabelSet::infer(iob2.iter().flatten().map(String::as_str)),
+    let labels = match (&options.labels, tag_names) {
+        (Some(set), _) => set.clone(),
+        // A `ClassLabel` list (or labels.json) in IOB2 is the label set, in its order, as
+        // transformers' run_ner.py takes `features["ner_tags"].feature.names`.
+        (None, Some(names)) if scheme == Scheme::Iob2 && LabelSet::from_names(names.clone(), "").is_ok() => {
+            LabelSet::new(names)
+        }
+        _ => LabelSet::infer(iob2.iter().flatten().map(String::as_str)),
     };
     let mut sentences = Vec::with_capacity(tagged.len());
     for (s, tags) in tagged.into_iter().zip(iob2) {
@@ -207,12 +212,20 @@ fn prefix_list(scheme: Scheme) -> &'static str {
     }
 }
 
+/// A file's sentences with their tags as written, and the names of its integer tags when it
+/// had some (from the file's metadata or a labels.json beside it; not from --labels).
+pub struct TaggedFile {
+    pub sentences: Vec<TaggedSentence>,
+    pub tag_names: Option<Vec<String>>,
+}
+
 /// The sentences of a file with their tags as written.
-pub fn read_tagged(path: &Path, format: Format, options: &ReadOptions) -> Result<Vec<TaggedSentence>> {
+pub fn read_tagged(path: &Path, format: Format, options: &ReadOptions) -> Result<TaggedFile> {
     match format {
         Format::Columns => {
             let file = File::open(path).map_err(|e| Error::io(path, e))?;
-            read_columns(path, &mut BufReader::with_capacity(1 << 16, file), options)
+            let sentences = read_columns(path, &mut BufReader::with_capacity(1 << 16, file), options)?;
+            Ok(TaggedFile { sentences, tag_names: None })
         }
         Format::Jsonl => {
             let file = File::open(path).map_err(|e| Error::io(path, e))?;
@@ -370,7 +383,7 @@ pub(super) fn tag_of(
     }
 }
 
-fn read_jsonl(path: &Path, reader: &mut impl BufRead, options: &ReadOptions) -> Result<Vec<TaggedSentence>> {
+fn read_jsonl(path: &Path, reader: &mut impl BufRead, options: &ReadOptions) -> Result<TaggedFile> {
     let mut names = options.tag_names.clone();
     let mut looked_beside = false;
     let mut out = Vec::new();
@@ -416,5 +429,6 @@ fn read_jsonl(path: &Path, reader: &mut impl BufRead, options: &ReadOptions) -> 
             out.push(s);
         }
     }
-    Ok(out)
+    let tag_names = if options.tag_names.is_none() { names } else { None };
+    Ok(TaggedFile { sentences: out, tag_names })
 }
