@@ -23,6 +23,7 @@ pub mod kernels;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod pipeline;
 pub mod shuffle;
 pub mod table;
 pub mod train;

@@ -9,9 +9,8 @@ use candle_core::Device;
 use clap::Args;
 
 use super::{term_width, WindowArgs};
-use xner::infer::Tagged;
-use xner::model::TokenClassifier;
-use xner::window::WindowOptions;
+use xner::infer::{Tagged, Tagger};
+use xner::pipeline::Aggregation;
 
 #[derive(Args)]
 pub struct TagArgs {
@@ -34,6 +33,11 @@ pub struct TagArgs {
     pub batch_size: u32,
     #[command(flatten)]
     pub window: WindowArgs,
+    /// How subword predictions become entities: `words` (the tokenizer's words, each labelled
+    /// by its first subword) or one of transformers' pipeline strategies, with its semantics
+    /// exactly: `simple`, `first`, `average`, `max`, `none` (one entry per subword).
+    #[arg(long, value_enum, default_value_t = Aggregation::Words)]
+    pub aggregation: Aggregation,
     /// The text to tag.
     #[arg(required_unless_present_any = ["file", "document"])]
     pub text: Vec<String>,
@@ -52,18 +56,15 @@ fn read_text(path: &Path) -> Result<String> {
 
 pub fn run(args: &TagArgs, device: &Device) -> Result<()> {
     let model_dir = xner::hub::resolve_model(&args.model)?;
-    let model = TokenClassifier::load(&model_dir, None, 0, device)?;
-    let labels = model.config.labels().unwrap_or_default();
-    let tokenizer = xner::infer::load_tokenizer(&model_dir.join("tokenizer.json"))?;
     let alignment = args.window.alignment(false);
-    let window = WindowOptions::new(&model, alignment.max_len, alignment.stride)?;
+    let tagger = Tagger::load(&model_dir, device, alignment.max_len, alignment.stride)?;
     if let Some(path) = &args.file {
-        return tag_file(&model, &tokenizer, &labels, path, window, args);
+        return tag_file(&tagger, path, args);
     }
     let document = args.document.as_deref().map(read_text).transpose()?;
     let text = document.unwrap_or_else(|| args.text.join(" "));
     let start = std::time::Instant::now();
-    let tagged = xner::infer::tag_text(&model, &tokenizer, &labels, &text, window)?;
+    let tagged = tagger.tag(&[&text], args.aggregation, args.batch_size as usize)?.remove(0);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&tagged)?);
         return Ok(());
@@ -83,9 +84,11 @@ pub fn run(args: &TagArgs, device: &Device) -> Result<()> {
     let body: Vec<Vec<String>> = tagged
         .entities
         .iter()
-        .map(|e| vec![e.label.clone(), e.text.clone(), e.start.to_string(), e.end.to_string()])
+        .map(|e| {
+            vec![e.label.clone(), e.text.clone(), e.start.to_string(), e.end.to_string(), format!("{:.3}", e.score)]
+        })
         .collect();
-    print!("{}", xner::table::columns(&["entity", "text", "start", "end"], &body));
+    print!("{}", xner::table::columns(&["entity", "text", "start", "end", "score"], &body));
     Ok(())
 }
 
@@ -93,21 +96,14 @@ pub fn run(args: &TagArgs, device: &Device) -> Result<()> {
 fn print_document(tagged: &Tagged) -> Result<()> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for e in &tagged.entities {
-        writeln!(out, "{}\t{}\t{}\t{}", e.label, e.text, e.start, e.end)?;
+        writeln!(out, "{}\t{}\t{}\t{}\t{:.4}", e.label, e.text, e.start, e.end, e.score)?;
     }
     out.flush()?;
     Ok(())
 }
 
 /// `xner tag --file`: every line of a file (or stdin) in length-sorted batches.
-pub fn tag_file(
-    model: &TokenClassifier,
-    tokenizer: &tokenizers::Tokenizer,
-    labels: &[String],
-    path: &Path,
-    window: WindowOptions,
-    args: &TagArgs,
-) -> Result<()> {
+pub fn tag_file(tagger: &Tagger, path: &Path, args: &TagArgs) -> Result<()> {
     let name = path.display().to_string();
     let content = read_text(path)?;
     let lines: Vec<&str> = content.lines().collect();
@@ -116,12 +112,9 @@ pub fn tag_file(
     let encoded: Vec<(&str, tokenizers::Encoding)> = lines
         .iter()
         .enumerate()
-        .map(|(i, line)| {
-            let enc = xner::infer::encode(tokenizer, line).with_context(|| format!("{name}:{}", i + 1))?;
-            Ok((*line, enc))
-        })
+        .map(|(i, line)| Ok((*line, tagger.encode(line).with_context(|| format!("{name}:{}", i + 1))?)))
         .collect::<Result<_>>()?;
-    let tagged = xner::infer::tag_encoded(model, labels, &encoded, window, args.batch_size as usize, true)?;
+    let tagged = tagger.tag_encoded(&encoded, args.aggregation, args.batch_size as usize, true)?;
     let seconds = start.elapsed().as_secs_f64();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for (i, t) in tagged.iter().enumerate() {
@@ -133,7 +126,7 @@ pub fn tag_file(
             writeln!(out)?;
         } else {
             for e in &t.entities {
-                writeln!(out, "{}\t{}\t{}\t{}\t{}", i + 1, e.label, e.text, e.start, e.end)?;
+                writeln!(out, "{}\t{}\t{}\t{}\t{}\t{:.4}", i + 1, e.label, e.text, e.start, e.end, e.score)?;
             }
         }
     }
