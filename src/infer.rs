@@ -55,6 +55,18 @@ impl Tagger {
         batch_size: usize,
         show_progress: bool,
     ) -> Result<Vec<Tagged>> {
+        self.tag_encoded_each(texts, |_| aggregation, batch_size, show_progress)
+    }
+
+    /// `tag_encoded` with each text's own aggregation (`aggregation_of(i)`): the server batches
+    /// requests that ask for different ones, and the forward pass is the same for all.
+    pub fn tag_encoded_each(
+        &self,
+        texts: &[(&str, Encoding)],
+        aggregation_of: impl Fn(usize) -> Aggregation,
+        batch_size: usize,
+        show_progress: bool,
+    ) -> Result<Vec<Tagged>> {
         let sequences: Vec<Sequence> =
             texts.iter().map(|(_, enc)| Sequence::from_word_ids(enc.get_ids(), enc.get_word_ids())).collect();
         let bar = crate::eval::progress(texts.len(), "tag", show_progress);
@@ -66,9 +78,10 @@ impl Tagger {
         Ok(texts
             .iter()
             .zip(log_probs)
-            .map(|((text, enc), rows)| {
+            .enumerate()
+            .map(|(i, ((text, enc), rows))| {
                 let tags = rows.iter().map(|lp| self.label(argmax(lp))).collect();
-                let entities = pipeline::entities(text, enc, &rows, &self.labels, self.kind, aggregation);
+                let entities = pipeline::entities(text, enc, &rows, &self.labels, self.kind, aggregation_of(i));
                 Tagged { tokens: enc.get_tokens().to_vec(), tags, entities }
             })
             .collect())

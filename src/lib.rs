@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod pipeline;
+pub mod serve;
 pub mod shuffle;
 pub mod table;
 pub mod train;

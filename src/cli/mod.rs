@@ -21,6 +21,7 @@ pub mod eval;
 pub mod import;
 pub mod report;
 pub mod score;
+pub mod serve;
 pub mod table;
 pub mod tag;
 pub mod tokenize;
@@ -83,6 +84,9 @@ pub enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// Time a training step's phases (forward, backward, optimizer) and inference on synthetic batches.
     Bench(bench::BenchArgs),
+    /// An HTTP NER service: POST /v1/ner, dynamic batching, /health, /v1/model, /metrics and a
+    /// page at / that highlights entities.
+    Serve(serve::ServeArgs),
     /// Turn a model shipped in another format into a Hugging Face model directory.
     #[command(subcommand)]
     Import(import::ImportCommand),
@@ -355,6 +359,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Table(a) => table::run(a, &device),
         Command::Report(a) => report::run(a),
         Command::Bench(a) => bench::run(a, &device),
+        Command::Serve(a) => serve::run(a, &device),
         Command::Data(DataCommand::Stats(a)) => data::stats(a),
         Command::Data(DataCommand::Show(a)) => data::show(a),
         Command::Tokenize(a) => tokenize::run(a),
