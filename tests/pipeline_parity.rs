@@ -11,23 +11,6 @@ use candle_core::Device;
 use xner::infer::Tagger;
 use xner::pipeline::Aggregation;
 
-/// A tiny XLM-R (hidden 32, 2 layers, random body from a fixed seed) fine-tuned by `xner train`
-/// for three epochs on 1,200 German PAN-X sentences: confident, varied predictions, made the same
-/// way (bit for bit) on every run.
-fn trained_tiny_model(root: &Path) -> PathBuf {
-    let body = common::tiny_xlmr(&root.join("body"));
-    let out = root.join("model");
-    let status = common::xner()
-        .args(["train", "--model", body.to_str().unwrap(), "--train-langs", "de", "--max-train-samples", "1200"])
-        .args(["--max-eval-samples", "16", "--epochs", "3", "--batch-size", "16", "--lr", "5e-3"])
-        .args(["--checkpoints", "none", "--threads", "1", "--out", out.to_str().unwrap()])
-        .env("XNER_DATA", common::panx_dir())
-        .output()
-        .unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
-    out
-}
-
 /// The texts: the first 150 sentences of PAN-X de validation.tsv (words joined by spaces), then
 /// free text with punctuation (in the fixture).
 fn texts(fixture: &serde_json::Value) -> Vec<String> {
@@ -45,7 +28,7 @@ fn texts(fixture: &serde_json::Value) -> Vec<String> {
 #[ignore]
 fn write_the_fixture_model() {
     let dir = PathBuf::from(std::env::var("XNER_PIPELINE_MODEL").expect("XNER_PIPELINE_MODEL=DIR"));
-    let model = trained_tiny_model(&dir);
+    let model = common::trained_tiny_model(&dir);
     println!("{}", model.display());
 }
 
@@ -54,7 +37,7 @@ fn entities_match_the_transformers_pipeline_for_every_strategy() {
     let fixture_path = common::fixtures().join("pipeline/entities.json");
     let fixture: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&fixture_path).unwrap()).unwrap();
     let tmp = common::tempdir();
-    let model = trained_tiny_model(tmp.path());
+    let model = common::trained_tiny_model(tmp.path());
     let tagger = Tagger::load(&model, &Device::Cpu, None, 128).unwrap();
     let texts = texts(&fixture);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
