@@ -252,9 +252,24 @@ pub fn entities(
         .collect()
 }
 
+/// Punctuation that opens a span: dropped from an entity's start (`«Le Monde»` → `Le Monde`).
+const OPENING: [char; 8] = ['(', '[', '{', '"', '\'', '«', '„', '“'];
+
+/// Whether a span's last character is punctuation glued to the word before it (SentencePiece
+/// words are whitespace-separated: `Paris.`, `Berlin,`); a final `.` stays when the span has
+/// another (`U.S.`).
+fn closes(span: &[char]) -> bool {
+    match span.last() {
+        Some('.') => !span[..span.len() - 1].contains(&'.'),
+        Some(c) => [',', ';', ':', '!', '?', ')', ']', '}', '"', '\'', '»', '“', '”'].contains(c),
+        None => false,
+    }
+}
+
 /// `Words`: the tokenizer's words (word ids), each labelled by its first subword; entities as
 /// seqeval chunks the word tags; an entity's score is the mean of its words' first-subword
-/// scores; spans without the leading space Metaspace offsets may carry.
+/// scores; spans without the leading space Metaspace offsets may carry, nor the punctuation
+/// glued to their ends.
 fn word_entities(chars: &[char], enc: &Encoding, log_probs: &[Vec<f32>], labels: &[String]) -> Vec<Entity> {
     let mut tags: Vec<String> = vec![];
     let mut scores: Vec<f32> = vec![];
@@ -278,8 +293,12 @@ fn word_entities(chars: &[char], enc: &Encoding, log_probs: &[Vec<f32>], labels:
         .into_iter()
         .map(|(label, first, last)| {
             let (mut start, end) = (spans[first].0.min(chars.len()), spans[last].1.min(chars.len()));
-            while start < end && chars[start].is_whitespace() {
+            while start < end && (chars[start].is_whitespace() || OPENING.contains(&chars[start])) {
                 start += 1;
+            }
+            let mut end = end;
+            while end > start + 1 && closes(&chars[start..end]) {
+                end -= 1;
             }
             let score = scores[first..=last].iter().sum::<f32>() / (last + 1 - first) as f32;
             Entity { label, text: chars[start..end].iter().collect(), start, end, score, index: None }
