@@ -67,6 +67,14 @@ pub fn write_atomic(
     })
 }
 
+/// Flushes a directory's entries (a rename in it) to disk; best effort (not every file system
+/// can open a directory for this).
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
 pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::Json { context: path.display().to_string(), source: e })?;

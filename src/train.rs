@@ -258,6 +258,8 @@ fn save_checkpoint(run: &Run, opt: &mut AdamW, state: &TrainerState) -> Result<P
     written?;
     let _ = std::fs::remove_dir_all(&final_dir);
     std::fs::rename(&tmp, &final_dir).map_err(|e| Error::io(&final_dir, e))?;
+    // The rename itself reaches the disk with the directory that holds it.
+    checkpoint::sync_dir(&run.out);
     for old in list_checkpoints(&run.out)? {
         if old != final_dir {
             let _ = std::fs::remove_dir_all(&old);
@@ -309,6 +311,25 @@ pub fn find_checkpoint(path: &Path) -> Result<PathBuf> {
     list_checkpoints(path)?
         .pop()
         .ok_or_else(|| Error::invalid(path, "no checkpoint to resume from (no checkpoint-N with trainer_state.json)"))
+}
+
+/// Whether a run can resume from `path` (a run directory or checkpoint) with `options`: its
+/// newest checkpoint's state read and compared before any model is loaded.
+pub fn check_resume(path: &Path, options: &TrainOptions) -> Result<()> {
+    let dir = find_checkpoint(path)?;
+    let state_path = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
+    let state: TrainerState =
+        serde_json::from_str(&text).map_err(|e| Error::invalid(&state_path, format!("not a trainer state: {e}")))?;
+    if &state.options != options {
+        return Err(Error::Usage(format!(
+            "{} was made with other options ({:?}); resume with the same flags (now {:?})",
+            dir.display(),
+            state.options,
+            options
+        )));
+    }
+    Ok(())
 }
 
 /// Restores optimizer moments and trainer state from a checkpoint directory.

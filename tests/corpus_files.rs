@@ -135,6 +135,19 @@ fn iob1_bioes_and_iob2_files_give_the_same_entities() {
         .unwrap()
         .ends_with("bad.iob2:2: I-PER does not continue a PER entity (after O or the start)"));
     assert_eq!(corpus.tags(&corpus.sentences[0])[1], "I-PER");
+    // --strict-data: that warning is an error, with the count and the first place.
+    let strict = ReadOptions { strict: true, ..Default::default() };
+    let err = read_corpus(&bad, &strict).unwrap_err().to_string();
+    assert!(
+        err.contains("2 tags break IOB2's rules (--strict-data), first at") && err.contains("bad.iob2:2:"),
+        "{err}"
+    );
+    // A labels.json that names a label twice is an error.
+    std::fs::write(dir.path().join("labels.json"), r#"["O", "B-PER", "B-PER"]"#).unwrap();
+    let jsonl = dir.path().join("ints.jsonl");
+    std::fs::write(&jsonl, r#"{"tokens": ["Ada"], "ner_tags": [1]}"#).unwrap();
+    let err = read_corpus(&jsonl, &ReadOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("labels.json: B-PER is named twice"), "{err}");
 }
 
 #[test]

@@ -28,12 +28,12 @@ pub struct AnalyzeArgs {
     #[arg(long, default_value = "validation")]
     pub split: String,
     /// Keep only the first N sentences.
-    #[arg(long)]
+    #[arg(long, value_parser = super::count(1, u32::MAX as u64))]
     pub max_samples: Option<usize>,
     /// Rows of each ranked list.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = super::count(1, 1_000_000))]
     pub top: usize,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = super::count(1, 65_536))]
     pub batch_size: usize,
     /// Write analysis.json, tokens.csv, confusion.txt and confusion.svg into this directory.
     #[arg(long)]
@@ -45,6 +45,7 @@ pub struct AnalyzeArgs {
 
 pub fn run(args: &AnalyzeArgs, device: &Device) -> Result<()> {
     use xner::analysis;
+    args.window.validate()?;
     let model_dir = xner::hub::resolve_model(&args.model)?;
     let settings = EvalSettings {
         alignment: args.window.alignment(false),

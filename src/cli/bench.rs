@@ -19,17 +19,17 @@ pub struct BenchArgs {
     /// e5-small), written once to a temporary directory that both sides load.
     #[arg(long)]
     pub random_shape: Option<String>,
-    #[arg(long, default_value_t = 24)]
+    #[arg(long, default_value_t = 24, value_parser = super::count(1, 65_536))]
     pub batch_size: usize,
     /// Synthetic batches: tokens per sentence (no padding).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = super::count(3, 512))]
     pub seq_len: usize,
     /// Synthetic batches: timed steps (after one warm-up step).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = super::count(1, 100_000))]
     pub steps: usize,
     /// Real sentences instead: the first N of --lang's Swiss-corpus training split, in the
     /// length-grouped batches training makes (so padding is as in training).
-    #[arg(long)]
+    #[arg(long, value_parser = super::count(1, u32::MAX as u64))]
     pub sentences: Option<usize>,
     #[arg(long, default_value = "de")]
     pub lang: String,

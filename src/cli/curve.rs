@@ -15,7 +15,8 @@ pub struct CurveArgs {
     /// The target language.
     #[arg(long, default_value = "fr")]
     pub target: String,
-    #[arg(long, default_value = "250,500,1000,2000,4000", value_delimiter = ',')]
+    /// Training-set sizes, each at least 1.
+    #[arg(long, default_value = "250,500,1000,2000,4000", value_delimiter = ',', value_parser = super::count(1, u32::MAX as u64))]
     pub sizes: Vec<usize>,
     /// A model trained on another language (e.g. `xner transfer`'s), drawn as the zero-shot line.
     #[arg(long)]

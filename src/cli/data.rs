@@ -21,7 +21,7 @@ pub struct StatsArgs {
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// The window the subword lengths are compared with.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = super::count(1, 1_000_000))]
     pub max_length: usize,
     #[command(flatten)]
     pub data: DataArgs,

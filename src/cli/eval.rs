@@ -32,9 +32,9 @@ pub struct EvalArgs {
     #[arg(long, default_value = "test")]
     pub split: String,
     /// Keep only the first N sentences of each language or file.
-    #[arg(long)]
+    #[arg(long, value_parser = super::count(1, u32::MAX as u64))]
     pub max_samples: Option<usize>,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = super::count(1, 65_536))]
     pub batch_size: usize,
     /// Print JSON (F1 and report per language).
     #[arg(long)]
@@ -51,6 +51,7 @@ pub fn results_json(eval: &Evaluation) -> Result<serde_json::Value> {
 }
 
 pub fn run(args: &EvalArgs, device: &Device) -> Result<()> {
+    args.window.validate()?;
     let model_dir = xner::hub::resolve_model(&args.model)?;
     let settings = EvalSettings {
         alignment: args.window.alignment(false),

@@ -44,7 +44,7 @@ pub mod transfer;
 )]
 pub struct Cli {
     /// Threads for every parallel part (default: all cores).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_parser = count(1, 4096))]
     pub threads: Option<usize>,
     /// Where the model runs: cpu (fused kernels), or cuda / cuda:N with an xner built with
     /// `--features cuda`.
@@ -100,6 +100,29 @@ pub enum DataCommand {
     Show(data::ShowArgs),
 }
 
+/// A whole number in `min..=max` as a `usize` (clap says the range when it is not).
+pub fn count(min: u64, max: u64) -> impl clap::builder::TypedValueParser<Value = usize> {
+    clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(min..=max), |v| v as usize)
+}
+
+/// A finite number above zero (a learning rate).
+pub fn positive(text: &str) -> std::result::Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(v) => Err(format!("{v} is not a finite number above 0")),
+        Err(e) => Err(format!("{text:?}: {e}")),
+    }
+}
+
+/// A finite number of at least zero (a weight decay).
+pub fn non_negative(text: &str) -> std::result::Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        Ok(v) => Err(format!("{v} is not a finite number of at least 0")),
+        Err(e) => Err(format!("{text:?}: {e}")),
+    }
+}
+
 /// Where PAN-X lives and how the Swiss corpus is sampled from it.
 #[derive(Args, Clone)]
 pub struct DataArgs {
@@ -137,16 +160,16 @@ impl DataArgs {
 #[derive(Args, Clone)]
 pub struct HyperArgs {
     /// Passes over the training sentences.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = count(1, 100_000))]
     pub epochs: usize,
     /// Sentences per step (padded to the longest of the batch).
-    #[arg(long, default_value_t = 24)]
+    #[arg(long, default_value_t = 24, value_parser = count(1, 65_536))]
     pub batch_size: usize,
     /// Peak learning rate of AdamW, decayed linearly to 0.
-    #[arg(long, default_value_t = 5e-5)]
+    #[arg(long, default_value_t = 5e-5, value_parser = positive)]
     pub lr: f64,
     /// AdamW's decoupled weight decay (not on biases and LayerNorm weights).
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, value_parser = non_negative)]
     pub weight_decay: f64,
     /// Seed of the head's initialisation, the epoch shuffles, dropout, and multilingual mixing.
     #[arg(long, default_value_t = 42)]
@@ -195,6 +218,10 @@ pub struct CorpusArgs {
     /// label) or `as-o` (read as O, and counted).
     #[arg(long, value_enum, default_value_t = UnknownLabels::Error)]
     pub unknown_labels: UnknownLabels,
+    /// Make the warnings about a file errors: tags that break their scheme's rules (an I- after
+    /// O in IOB2, a lone E- in BIOES) and labels read as O.
+    #[arg(long)]
+    pub strict_data: bool,
 }
 
 impl CorpusArgs {
@@ -216,6 +243,7 @@ impl CorpusArgs {
             labels: fixed,
             unknown: self.unknown_labels,
             tag_names: labels,
+            strict: self.strict_data,
         })
     }
 }
@@ -225,6 +253,9 @@ pub fn read_corpus_file(path: &Path, options: &ReadOptions, quiet: bool) -> Resu
     let (corpus, report) = xner::data::read_corpus_with_report(path, options)?;
     if !quiet {
         eprintln!("{}", describe_read(&report, corpus.len()));
+        if report.violations > 0 || report.unknown_as_o > 0 {
+            eprintln!("warning: {}: see above (--strict-data makes this an error)", report.path.display());
+        }
     }
     Ok(corpus)
 }
@@ -270,11 +301,19 @@ pub struct WindowArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(8..=100_000))]
     pub max_length: Option<u32>,
     /// Tokens shared by consecutive windows (transformers' `stride`).
-    #[arg(long, default_value_t = xner::experiments::DEFAULT_STRIDE)]
+    #[arg(long, default_value_t = xner::experiments::DEFAULT_STRIDE, value_parser = count(0, 100_000))]
     pub stride: usize,
 }
 
 impl WindowArgs {
+    /// The window and stride fit together (checked before any model is loaded; the model's own
+    /// limit, when --max-length is not given, is checked once it is).
+    pub fn validate(&self) -> Result<()> {
+        let max_len = self.max_length.map_or(512, |n| n as usize);
+        xner::window::WindowOptions::checked(max_len, self.stride)?;
+        Ok(())
+    }
+
     pub fn alignment(&self, label_all_subwords: bool) -> Alignment {
         Alignment { max_len: self.max_length.map(|n| n as usize), stride: self.stride, label_all_subwords }
     }
@@ -291,13 +330,13 @@ pub struct ExperimentArgs {
     #[command(flatten)]
     pub hyper: HyperArgs,
     /// Keep only the first N training sentences of each run.
-    #[arg(long)]
+    #[arg(long, value_parser = count(1, u32::MAX as u64))]
     pub max_train_samples: Option<usize>,
     /// Keep only the first N validation sentences.
-    #[arg(long)]
+    #[arg(long, value_parser = count(1, u32::MAX as u64))]
     pub max_eval_samples: Option<usize>,
     /// Keep only the first N test sentences of each language.
-    #[arg(long)]
+    #[arg(long, value_parser = count(1, u32::MAX as u64))]
     pub max_test_samples: Option<usize>,
     /// Output directory: runs, JSON, CSV and plots.
     #[arg(long)]
@@ -438,5 +477,92 @@ mod tests {
         assert!(Cli::try_parse_from(["xner", "train", "--model", "m"]).is_err(), "--out is required");
         assert!(Cli::try_parse_from(["xner", "score", "f", "--mode", "lenient"]).is_err());
         assert!(Cli::try_parse_from(["xner", "train", "--model", "m", "--out", "o", "--epochs", "x"]).is_err());
+    }
+
+    /// The message clap gives for a rejected command line.
+    fn rejected(args: &[&str]) -> String {
+        match Cli::try_parse_from(args) {
+            Ok(_) => panic!("{args:?} was accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn train_with(flags: &[&str]) -> Vec<&'static str> {
+        let mut v = vec!["xner", "train", "--model", "m", "--out", "o"];
+        v.extend(flags.iter().map(|f| -> &'static str { Box::leak(f.to_string().into_boxed_str()) }));
+        v
+    }
+
+    #[test]
+    fn batch_size_zero_is_rejected_with_the_range() {
+        assert!(rejected(&train_with(&["--batch-size", "0"])).contains("0 is not in 1..=65536"));
+        assert!(rejected(&["xner", "eval", "--model", "m", "--batch-size", "0"]).contains("1..=65536"));
+        assert!(rejected(&["xner", "tag", "--model", "m", "--batch-size", "0", "x"]).contains("1..=4096"));
+        assert!(rejected(&["xner", "analyze", "--model", "m", "--batch-size", "0"]).contains("1..=65536"));
+        assert!(rejected(&["xner", "bench", "--model", "m", "--batch-size", "0"]).contains("1..=65536"));
+    }
+
+    #[test]
+    fn epochs_zero_is_rejected() {
+        assert!(rejected(&train_with(&["--epochs", "0"])).contains("0 is not in 1..=100000"));
+    }
+
+    #[test]
+    fn learning_rate_must_be_a_finite_number_above_zero() {
+        for lr in ["--lr=0", "--lr=-1e-5", "--lr=nan", "--lr=inf"] {
+            assert!(rejected(&train_with(&[lr])).contains("not a finite number above 0"), "{lr}");
+        }
+        assert!(rejected(&train_with(&["--lr", "fast"])).contains("invalid float"));
+    }
+
+    #[test]
+    fn weight_decay_must_not_be_negative() {
+        assert!(rejected(&train_with(&["--weight-decay=-0.1"])).contains("at least 0"));
+    }
+
+    #[test]
+    fn sample_limits_threads_and_sizes_start_at_one() {
+        assert!(rejected(&train_with(&["--max-train-samples", "0"])).contains("1..="));
+        assert!(rejected(&["xner", "--threads", "0", "data", "stats"]).contains("1..=4096"));
+        assert!(rejected(&["xner", "curve", "--model", "m", "--out", "o", "--sizes", "250,0"]).contains("0 is not in"));
+        assert!(rejected(&["xner", "data", "stats", "f.conll", "--tag-column", "0"]).contains("0 is not in 1.."));
+    }
+
+    #[test]
+    fn max_length_below_eight_is_rejected() {
+        assert!(rejected(&train_with(&["--max-length", "4"])).contains("4 is not in 8..=100000"));
+    }
+
+    #[test]
+    fn stride_must_leave_windows_room_to_advance() {
+        let cli = Cli::parse_from(train_with(&["--max-length", "64", "--stride", "31"]));
+        let Command::Train(t) = cli.command else { panic!("not train") };
+        let err = t.window.validate().unwrap_err().to_string();
+        assert!(err.contains("--stride 31") && err.contains("--max-length 64"), "{err}");
+        let cli = Cli::parse_from(train_with(&["--max-length", "64", "--stride", "30"]));
+        let Command::Train(t) = cli.command else { panic!("not train") };
+        assert!(t.window.validate().is_ok());
+    }
+
+    #[test]
+    fn save_steps_cannot_go_with_checkpoints_none() {
+        let cli = Cli::parse_from(train_with(&["--save-steps", "10", "--checkpoints", "none"]));
+        let Command::Train(t) = cli.command else { panic!("not train") };
+        let err = train::validate(&t).unwrap_err().to_string();
+        assert!(err.contains("--save-steps") && err.contains("--checkpoints none"), "{err}");
+    }
+
+    #[test]
+    fn serve_limits_have_ranges() {
+        let serve = |flags: &[&str]| -> String {
+            let mut v = vec!["xner", "serve", "--model", "m"];
+            v.extend_from_slice(flags);
+            rejected(&v)
+        };
+        assert!(serve(&["--queue", "0"]).contains("1..="));
+        assert!(serve(&["--max-batch-tokens", "8"]).contains("16..="));
+        assert!(serve(&["--port", "70000"]).contains("70000"));
+        assert!(serve(&["--timeout", "0"]).contains("1..="));
+        assert!(serve(&["--aggregation", "sideways"]).contains("possible values"));
     }
 }

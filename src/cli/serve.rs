@@ -55,6 +55,7 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: &ServeArgs, device: &Device) -> Result<()> {
+    args.window.validate()?;
     let model_dir = xner::hub::resolve_model(&args.model)?;
     if !model_dir.join("config.json").exists() {
         return Err(xner::Error::invalid(&model_dir, "no config.json: not a model directory").into());

@@ -55,6 +55,7 @@ fn read_text(path: &Path) -> Result<String> {
 }
 
 pub fn run(args: &TagArgs, device: &Device) -> Result<()> {
+    args.window.validate()?;
     let model_dir = xner::hub::resolve_model(&args.model)?;
     let alignment = args.window.alignment(false);
     let tagger = Tagger::load(&model_dir, device, alignment.max_len, alignment.stride)?;

@@ -46,10 +46,10 @@ pub struct TrainArgs {
     #[arg(long, value_delimiter = ',')]
     pub eval_langs: Option<Vec<String>>,
     /// Keep only the first N training sentences (after sampling and shuffling).
-    #[arg(long)]
+    #[arg(long, value_parser = super::count(1, u32::MAX as u64))]
     pub max_train_samples: Option<usize>,
     /// Keep only the first N validation sentences.
-    #[arg(long)]
+    #[arg(long, value_parser = super::count(1, u32::MAX as u64))]
     pub max_eval_samples: Option<usize>,
     #[command(flatten)]
     pub hyper: HyperArgs,
@@ -108,7 +108,22 @@ fn corpora(args: &TrainArgs) -> Result<(Corpus, Corpus, String)> {
     ))
 }
 
+/// Checks the flags together, before any file or model is read.
+pub fn validate(args: &TrainArgs) -> Result<()> {
+    args.window.validate()?;
+    if args.save_steps > 0 && args.checkpoints == Checkpoints::None {
+        return Err(
+            xner::Error::Usage("--save-steps writes checkpoints; it cannot go with --checkpoints none".into()).into()
+        );
+    }
+    if let Some(dir) = &args.resume {
+        xner::train::check_resume(dir, &args.hyper.options(args.save_steps))?;
+    }
+    Ok(())
+}
+
 pub fn run(args: &TrainArgs, device: &Device) -> Result<()> {
+    validate(args)?;
     let (train, validation, describe) = corpora(args)?;
     let alignment = args.window.alignment(args.label_all_subwords);
     let job = FineTune {

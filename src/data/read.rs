@@ -79,6 +79,9 @@ pub struct ReadOptions {
     /// Names of integer tags (JSON Lines, Parquet), index = id. None: a `labels.json` or
     /// `dataset_info.json` beside the file, or the Parquet file's own `ClassLabel` names.
     pub tag_names: Option<Vec<String>>,
+    /// What is otherwise a warning (tags that break their scheme's rules, unknown labels read
+    /// as O) is an error.
+    pub strict: bool,
 }
 
 impl ReadOptions {
@@ -200,6 +203,27 @@ pub fn read_corpus_with_report(path: &Path, options: &ReadOptions) -> Result<(Co
             label_ids.push(id);
         }
         sentences.push(Sentence { words: s.words, label_ids });
+    }
+    if options.strict && report.violations > 0 {
+        return Err(Error::invalid(
+            path,
+            format!(
+                "{} tags break {}'s rules (--strict-data), first at {}",
+                report.violations,
+                scheme.name(),
+                report.first_violation.as_deref().unwrap_or("?")
+            ),
+        ));
+    }
+    if options.strict && report.unknown_as_o > 0 {
+        return Err(Error::invalid(
+            path,
+            format!(
+                "{} tags unknown to the label set (--strict-data): {}",
+                report.unknown_as_o,
+                report.unknown_labels.join(" ")
+            ),
+        ));
     }
     Ok((Corpus { labels, sentences }, report))
 }
@@ -333,6 +357,9 @@ pub fn tag_names_beside(path: &Path) -> Result<Option<Vec<String>>> {
         let text = std::fs::read_to_string(&labels).map_err(|e| Error::io(&labels, e))?;
         let names: Vec<String> = serde_json::from_str(&text)
             .map_err(|e| Error::invalid(&labels, format!("expected a JSON list of label names: {e}")))?;
+        if let Some(dup) = names.iter().enumerate().find_map(|(i, n)| names[..i].contains(n).then_some(n)) {
+            return Err(Error::invalid(&labels, format!("{dup} is named twice")));
+        }
         return Ok(Some(names));
     }
     let info = dir.join("dataset_info.json");
