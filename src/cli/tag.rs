@@ -103,6 +103,14 @@ fn print_document(tagged: &Tagged) -> Result<()> {
     Ok(())
 }
 
+/// One line's JSON with `--file --json`.
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    line: usize,
+    #[serde(flatten)]
+    tagged: &'a Tagged,
+}
+
 /// `xner tag --file`: every line of a file (or stdin) in length-sorted batches.
 pub fn tag_file(tagger: &Tagger, path: &Path, args: &TagArgs) -> Result<()> {
     let name = path.display().to_string();
@@ -120,10 +128,8 @@ pub fn tag_file(tagger: &Tagger, path: &Path, args: &TagArgs) -> Result<()> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for (i, t) in tagged.iter().enumerate() {
         if args.json {
-            serde_json::to_writer(
-                &mut out,
-                &serde_json::json!({"line": i + 1, "tokens": t.tokens, "tags": t.tags, "entities": t.entities}),
-            )?;
+            // Serialized from the structs (not through `json!`), so scores print as `tag --json`'s do.
+            serde_json::to_writer(&mut out, &Line { line: i + 1, tagged: t })?;
             writeln!(out)?;
         } else {
             for e in &t.entities {

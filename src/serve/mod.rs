@@ -23,7 +23,7 @@ use axum::Router;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::infer::{Tagged, Tagger};
+use crate::infer::Tagger;
 use crate::pipeline::Aggregation;
 use metrics::Metrics;
 use queue::{BatchOptions, Job, Queue, Refused};
@@ -241,19 +241,33 @@ async fn handle(app: &App, request: Request<Body>, outcome: &mut Outcome) -> std
     outcome.queue_seconds = done.queue_seconds;
     outcome.compute_seconds = done.compute_seconds;
     outcome.batch_texts = done.batch_texts;
-    let item = |t: &Tagged| {
-        if parsed.tokens {
-            serde_json::json!({"entities": t.entities, "tokens": t.tokens, "tags": t.tags})
-        } else {
-            serde_json::json!({"entities": t.entities})
-        }
-    };
-    let body = if single {
-        item(&done.tagged[0])
-    } else {
-        serde_json::json!({"results": done.tagged.iter().map(item).collect::<Vec<_>>()})
-    };
-    Ok(body.to_string())
+    let items: Vec<Answer> = done
+        .tagged
+        .iter()
+        .map(|t| Answer {
+            entities: &t.entities,
+            tokens: parsed.tokens.then_some(&t.tokens[..]),
+            tags: parsed.tokens.then_some(&t.tags[..]),
+        })
+        .collect();
+    let body =
+        if single { serde_json::to_string(&items[0]) } else { serde_json::to_string(&Answers { results: items }) };
+    body.map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// One text's answer (serialized from the structs, so scores print as `xner tag --json`'s).
+#[derive(serde::Serialize)]
+struct Answer<'a> {
+    entities: &'a [crate::pipeline::Entity],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tokens: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tags: Option<&'a [String]>,
+}
+
+#[derive(serde::Serialize)]
+struct Answers<'a> {
+    results: Vec<Answer<'a>>,
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
