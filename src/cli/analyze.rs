@@ -7,7 +7,7 @@ use candle_core::Device;
 use clap::Args;
 
 use super::*;
-use xner::experiments::{EvalSettings, Evaluator};
+use xner::experiments::Evaluator;
 
 #[derive(Args)]
 pub struct AnalyzeArgs {
@@ -47,19 +47,13 @@ pub fn run(args: &AnalyzeArgs, device: &Device) -> Result<()> {
     use xner::analysis;
     args.window.validate()?;
     let model_dir = xner::hub::resolve_model(&args.model)?;
-    let settings = EvalSettings {
-        alignment: args.window.alignment(false),
-        ..EvalSettings::new(args.batch_size, !args.json, device.clone())
-    };
+    let settings = args.window.eval_settings(args.batch_size, !args.json, device);
     let evaluator = Evaluator::load(&model_dir, &settings)?;
     let labels = evaluator.labels.clone();
     let (corpus, name) = match &args.file {
         Some(path) => {
-            let mut corpus = read_corpus_file(path, &evaluator.read_options(&args.corpus.read_options()?), args.json)?;
-            if let Some(n) = args.max_samples {
-                corpus.sentences.truncate(n);
-            }
-            (corpus, path.display().to_string())
+            let options = evaluator.read_options(&args.corpus.read_options()?);
+            (read_corpus_file(path, &options, args.json, args.max_samples)?, path.display().to_string())
         }
         None => {
             let panx = args.data.panx()?;

@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::{read_corpus_file, CorpusArgs, DataArgs, WindowArgs};
 use xner::eval::Evaluation;
-use xner::experiments::{EvalSettings, Evaluator};
+use xner::experiments::Evaluator;
 use xner::metrics::{self, Mode};
 
 #[derive(Args)]
@@ -53,10 +53,7 @@ pub fn results_json(eval: &Evaluation) -> Result<serde_json::Value> {
 pub fn run(args: &EvalArgs, device: &Device) -> Result<()> {
     args.window.validate()?;
     let model_dir = xner::hub::resolve_model(&args.model)?;
-    let settings = EvalSettings {
-        alignment: args.window.alignment(false),
-        ..EvalSettings::new(args.batch_size, !args.json, device.clone())
-    };
+    let settings = args.window.eval_settings(args.batch_size, !args.json, device);
     let evals: Vec<(String, Evaluation)> = if args.file.is_empty() {
         let panx = args.data.panx()?;
         xner::experiments::evaluate_languages(&model_dir, &panx, &args.langs, &args.split, args.max_samples, &settings)?
@@ -65,10 +62,7 @@ pub fn run(args: &EvalArgs, device: &Device) -> Result<()> {
         let options = evaluator.read_options(&args.corpus.read_options()?);
         let mut out = vec![];
         for path in &args.file {
-            let mut corpus = read_corpus_file(path, &options, args.json)?;
-            if let Some(n) = args.max_samples {
-                corpus.sentences.truncate(n);
-            }
+            let corpus = read_corpus_file(path, &options, args.json, args.max_samples)?;
             out.push((path.display().to_string(), evaluator.evaluate(&corpus)?));
         }
         out

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use xner::data::PanxDir;
 use xner::data::{Format, LabelSet, ReadOptions, Scheme, UnknownLabels};
-use xner::experiments::{Alignment, Setup};
+use xner::experiments::{Alignment, EvalSettings, Setup};
 use xner::train::{Checkpoints, TrainOptions};
 
 pub mod align;
@@ -248,9 +248,18 @@ impl CorpusArgs {
     }
 }
 
-/// Reads a corpus file and says on stderr what was found there (format, scheme, problems).
-pub fn read_corpus_file(path: &Path, options: &ReadOptions, quiet: bool) -> Result<xner::data::Corpus> {
-    let (corpus, report) = xner::data::read_corpus_with_report(path, options)?;
+/// Reads a corpus file, keeping its first `limit` sentences, and says on stderr what was found
+/// there (format, scheme, problems).
+pub fn read_corpus_file(
+    path: &Path,
+    options: &ReadOptions,
+    quiet: bool,
+    limit: Option<usize>,
+) -> Result<xner::data::Corpus> {
+    let (mut corpus, report) = xner::data::read_corpus_with_report(path, options)?;
+    if let Some(n) = limit {
+        corpus.sentences.truncate(n);
+    }
     if !quiet {
         eprintln!("{}", describe_read(&report, corpus.len()));
         if report.violations > 0 || report.unknown_as_o > 0 {
@@ -312,6 +321,14 @@ impl WindowArgs {
         let max_len = self.max_length.map_or(512, |n| n as usize);
         xner::window::WindowOptions::checked(max_len, self.stride)?;
         Ok(())
+    }
+
+    /// How a trained model is scored in this window.
+    pub fn eval_settings(&self, batch_size: usize, show_progress: bool, device: &Device) -> EvalSettings {
+        EvalSettings {
+            alignment: self.alignment(false),
+            ..EvalSettings::new(batch_size, show_progress, device.clone())
+        }
     }
 
     pub fn alignment(&self, label_all_subwords: bool) -> Alignment {

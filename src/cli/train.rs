@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::{read_corpus_file, CorpusArgs, DataArgs, HyperArgs, WindowArgs};
 use xner::data::{Corpus, ReadOptions};
-use xner::experiments::{EvalSettings, Evaluator, FineTune};
+use xner::experiments::{Evaluator, FineTune};
 use xner::train::Checkpoints;
 
 #[derive(Args)]
@@ -78,25 +78,19 @@ pub struct TrainArgs {
 
 /// The training and validation corpora: the user's files, or PAN-X's Swiss splits.
 fn corpora(args: &TrainArgs) -> Result<(Corpus, Corpus, String)> {
-    let limit = |mut c: Corpus, n: Option<usize>| {
-        if let Some(n) = n {
-            c.sentences.truncate(n);
-        }
-        c
-    };
     if let (Some(train), Some(validation)) = (&args.train, &args.validation) {
         let options = args.corpus.read_options()?;
-        let train_corpus = read_corpus_file(train, &options, false)?;
+        // The label set comes from the whole file, then the first N sentences are kept.
+        let mut train_corpus = read_corpus_file(train, &options, false, None)?;
         // Validation is read with the training labels: a label it alone has is an error (or O).
         let fixed = ReadOptions { labels: Some(train_corpus.labels.clone()), ..options };
-        let validation_corpus = read_corpus_file(validation, &fixed, false)?;
+        let validation_corpus = read_corpus_file(validation, &fixed, false, args.max_eval_samples)?;
         eprintln!("labels: {}", train_corpus.labels.names().join(" "));
         let describe = format!("{} (validation: {})", train.display(), validation.display());
-        return Ok((
-            limit(train_corpus, args.max_train_samples),
-            limit(validation_corpus, args.max_eval_samples),
-            describe,
-        ));
+        if let Some(n) = args.max_train_samples {
+            train_corpus.sentences.truncate(n);
+        }
+        return Ok((train_corpus, validation_corpus, describe));
     }
     let panx = args.data.panx()?;
     let eval_langs = args.eval_langs.clone().unwrap_or_else(|| args.train_langs.clone());
@@ -149,10 +143,10 @@ pub fn run(args: &TrainArgs, device: &Device) -> Result<()> {
     }
     println!("model saved to {} ({:.0} s)", args.out.display(), start.elapsed().as_secs_f64());
     if let Some(test) = &args.test {
-        let settings = EvalSettings { alignment, ..EvalSettings::new(args.hyper.batch_size, true, device.clone()) };
+        let settings = args.window.eval_settings(args.hyper.batch_size, true, device);
         let evaluator = Evaluator::load(&args.out, &settings)?;
         let options = evaluator.read_options(&args.corpus.read_options()?);
-        let corpus = read_corpus_file(test, &options, false)?;
+        let corpus = read_corpus_file(test, &options, false, None)?;
         let eval = evaluator.evaluate(&corpus)?;
         println!("test {} ({} sentences)", test.display(), corpus.len());
         println!("{}", eval.report.to_text());
