@@ -1,5 +1,5 @@
-//! Property tests (proptest, fixed seed, bounded case counts): no reader ever panics, whatever
-//! the bytes; random column layouts read back exactly; and seqeval's metric scores random tag
+//! Property tests (proptest, fixed seed, bounded case counts): no reader (the corpus formats,
+//! `xner score`'s file) ever panics, whatever the bytes; random column layouts read back exactly; and seqeval's metric scores random tag
 //! sequences exactly as a brute-force reference written here from the definitions does.
 
 mod common;
@@ -65,6 +65,12 @@ fn no_reader_panics_on_any_bytes() {
                 if let Err(e) = read_corpus(&path, &options) {
                     prop_assert!(!e.to_string().is_empty());
                     errors.set(errors.get() + 1);
+                }
+                // `xner score`'s reader, and the report of whatever it read.
+                if let Ok((gold, pred)) = metrics::read_score_file(&path) {
+                    for mode in [Mode::Default, Mode::Strict] {
+                        let _ = metrics::classification_report(&gold, &pred, mode);
+                    }
                 }
                 Ok(())
             },
