@@ -125,6 +125,9 @@ async fn metrics_text(State(app): State<Arc<App>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
+/// Requests with more text than this are tokenized off the runtime's threads.
+const LONG_INPUT_BYTES: usize = 16 * 1024;
+
 /// `POST /v1/ner`'s body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -212,11 +215,24 @@ async fn handle(app: &App, request: Request<Body>, outcome: &mut Outcome) -> std
     let Some(info) = app.queue.info.get() else {
         return Err(Failure(StatusCode::SERVICE_UNAVAILABLE, "loading the model".into()));
     };
-    let mut encoded = Vec::with_capacity(texts.len());
-    for t in texts {
-        let enc = crate::infer::encode(&info.tokenizer, &t).map_err(|e| Failure::bad(e.to_string()))?;
-        encoded.push((t, enc));
-    }
+    let encode_all = |texts: Vec<String>, tokenizer: &tokenizers::Tokenizer| {
+        texts
+            .into_iter()
+            .map(|t| crate::infer::encode(tokenizer, &t).map(|enc| (t, enc)))
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| Failure::bad(e.to_string()))
+    };
+    // Short texts are tokenized in place (microseconds); long documents on the blocking pool,
+    // so that they never hold up the runtime's threads.
+    let chars: usize = texts.iter().map(String::len).sum();
+    let encoded = if chars < LONG_INPUT_BYTES {
+        encode_all(texts, &info.tokenizer)?
+    } else {
+        let tokenizer = Arc::clone(&info.tokenizer);
+        tokio::task::spawn_blocking(move || encode_all(texts, &tokenizer))
+            .await
+            .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, format!("tokenizing: {e}")))??
+    };
     let (reply, answer) = tokio::sync::oneshot::channel();
     let job = Job {
         texts: encoded,

@@ -61,7 +61,8 @@ pub struct ModelInfo {
     pub architecture: String,
     pub max_length: usize,
     pub stride: usize,
-    pub tokenizer: tokenizers::Tokenizer,
+    /// Shared with the handlers that tokenize long documents on the blocking pool.
+    pub tokenizer: Arc<tokenizers::Tokenizer>,
 }
 
 /// The handle handlers hold.
@@ -117,7 +118,7 @@ impl Queue {
                         .to_string(),
                     max_length: tagger.window.max_len,
                     stride: tagger.window.stride,
-                    tokenizer: tagger.tokenizer.clone(),
+                    tokenizer: Arc::new(tagger.tokenizer.clone()),
                 });
                 ready.store(true, Ordering::SeqCst);
                 run(&tagger, &receiver, options, &depth, &metrics);
