@@ -65,10 +65,7 @@ pub fn predict(
                 if gold == IGNORE_INDEX {
                     continue;
                 }
-                let (best, best_lp) =
-                    lp.iter()
-                        .enumerate()
-                        .fold((0, f32::NEG_INFINITY), |acc, (k, &v)| if v > acc.1 { (k, v) } else { acc });
+                let (best, best_lp) = crate::window::best_label(lp);
                 p.positions.push(j);
                 p.gold.push(gold as usize);
                 p.pred.push(best);

@@ -80,7 +80,7 @@ impl Tagger {
             .zip(log_probs)
             .enumerate()
             .map(|(i, ((text, enc), rows))| {
-                let tags = rows.iter().map(|lp| self.label(argmax(lp))).collect();
+                let tags = rows.iter().map(|lp| self.label(crate::window::best_label(lp).0)).collect();
                 let entities = pipeline::entities(text, enc, &rows, &self.labels, self.kind, aggregation_of(i));
                 Tagged { tokens: enc.get_tokens().to_vec(), tags, entities }
             })
@@ -96,10 +96,6 @@ impl Tagger {
     fn label(&self, i: usize) -> String {
         self.labels.get(i).cloned().unwrap_or_else(|| format!("LABEL_{i}"))
     }
-}
-
-fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().fold((0, f32::NEG_INFINITY), |a, (k, &x)| if x > a.1 { (k, x) } else { a }).0
 }
 
 /// Tokenizes one text for tagging, whole, with character offsets.

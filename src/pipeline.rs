@@ -81,8 +81,7 @@ fn probabilities(log_probs: &[f32]) -> Vec<f32> {
 }
 
 fn argmax(v: &[f32]) -> usize {
-    // numpy's argmax: the first of equal maxima.
-    v.iter().enumerate().fold((0, f32::NEG_INFINITY), |a, (i, &x)| if x > a.1 { (i, x) } else { a }).0
+    crate::window::best_label(v).0
 }
 
 /// `gather_pre_entities`: every non-special token with its scores, span and subword flag.

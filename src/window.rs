@@ -181,6 +181,12 @@ pub fn log_probs(
         .collect())
 }
 
+/// The best label of a row of scores and its score: the first of equal maxima, as numpy's
+/// `argmax` picks it (transformers' pipeline).
+pub fn best_label(row: &[f32]) -> (usize, f32) {
+    row.iter().enumerate().fold((0, f32::NEG_INFINITY), |a, (k, &x)| if x > a.1 { (k, x) } else { a })
+}
+
 /// One sequence's rows from its windows' rows: specials from the first and last window, each
 /// content token from its owner.
 fn merge(seq: &Sequence, windows: &[Range<usize>], rows: &mut [Vec<Vec<f32>>]) -> Vec<Vec<f32>> {
