@@ -2,15 +2,15 @@
 
 mod common;
 
-/// XLM-R's window, with transformers' overflow stride of 128.
-const WINDOW: xner::window::WindowOptions = xner::window::WindowOptions { max_len: 512, stride: 128 };
-
 use candle_core::Device;
 use xner::align::Aligner;
 use xner::analysis;
 use xner::batch::collate;
 use xner::data::{self, LabelSet, PanxDir};
 use xner::model::{token_loss, TokenClassifier};
+
+/// XLM-R's window, with transformers' overflow stride of 128.
+const WINDOW: xner::window::WindowOptions = xner::window::WindowOptions { max_len: 512, stride: 128 };
 
 #[test]
 fn analysis_is_consistent_with_recomputed_losses() {

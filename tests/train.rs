@@ -3,9 +3,6 @@
 
 mod common;
 
-/// XLM-R's window, with transformers' overflow stride of 128.
-const WINDOW: xner::window::WindowOptions = xner::window::WindowOptions { max_len: 512, stride: 128 };
-
 use std::path::Path;
 
 use candle_core::Device;
@@ -13,6 +10,9 @@ use xner::align::Aligner;
 use xner::data::{self, LabelSet, PanxDir};
 use xner::model::TokenClassifier;
 use xner::train::{self, Run, TrainOptions};
+
+/// XLM-R's window, with transformers' overflow stride of 128.
+const WINDOW: xner::window::WindowOptions = xner::window::WindowOptions { max_len: 512, stride: 128 };
 
 fn run_xner(args: &[&str]) -> std::process::Output {
     let out = common::xner().args(args).env("XNER_DATA", common::panx_dir()).output().unwrap();
