@@ -55,14 +55,15 @@ impl Tagger {
         batch_size: usize,
         show_progress: bool,
     ) -> Result<Vec<Tagged>> {
-        self.tag_encoded_each(texts, |_| aggregation, batch_size, show_progress)
+        let refs: Vec<(&str, &Encoding)> = texts.iter().map(|(t, e)| (*t, e)).collect();
+        self.tag_encoded_each(&refs, |_| aggregation, batch_size, show_progress)
     }
 
     /// `tag_encoded` with each text's own aggregation (`aggregation_of(i)`): the server batches
     /// requests that ask for different ones, and the forward pass is the same for all.
     pub fn tag_encoded_each(
         &self,
-        texts: &[(&str, Encoding)],
+        texts: &[(&str, &Encoding)],
         aggregation_of: impl Fn(usize) -> Aggregation,
         batch_size: usize,
         show_progress: bool,

@@ -172,8 +172,8 @@ fn run(tagger: &Tagger, receiver: &mpsc::Receiver<Job>, options: BatchOptions, d
 fn answer(tagger: &Tagger, jobs: Vec<Job>, options: BatchOptions, metrics: &Metrics) {
     let start = Instant::now();
     // All texts of all jobs in one length-sorted pass; split back by job afterwards.
-    let texts: Vec<(&str, Encoding)> =
-        jobs.iter().flat_map(|j| j.texts.iter().map(|(t, e)| (t.as_str(), e.clone()))).collect();
+    let texts: Vec<(&str, &Encoding)> =
+        jobs.iter().flat_map(|j| j.texts.iter().map(|(t, e)| (t.as_str(), e))).collect();
     let aggregations: Vec<Aggregation> = jobs.iter().flat_map(|j| j.texts.iter().map(|_| j.aggregation)).collect();
     let computed = catch_unwind(AssertUnwindSafe(|| {
         tagger.tag_encoded_each(&texts, |i| aggregations[i], options.forward_batch, false).map_err(|e| e.to_string())
