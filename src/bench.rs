@@ -201,3 +201,79 @@ pub fn write_random_model(dir: &Path, shape: Shape, seed: u64) -> Result<()> {
     });
     crate::checkpoint::write_json(&dir.join("config.json"), &config)
 }
+
+/// One matrix product the model runs: C (m, n) = A (m, k) · B (k, n), with A or B read
+/// transposed where the model reads them so.
+#[derive(Clone, Debug, Serialize)]
+pub struct GemmShape {
+    pub name: String,
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub a_transposed: bool,
+    pub b_transposed: bool,
+    /// Whether inference runs it (so bf16 and int8 are timed too).
+    pub inference: bool,
+}
+
+impl GemmShape {
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.m * self.k * self.n) as f64
+    }
+}
+
+/// Every product of a layer of this width, over `tokens` packed tokens: the four linear layers
+/// forward (weights stored (in, out) for inference), and in training their backward products,
+/// dx = dy·W (W as stored, (out, in)) and dW = dyᵀ·x.
+pub fn gemm_shapes(hidden: usize, intermediate: usize, tokens: &[usize]) -> Vec<GemmShape> {
+    let layers = [
+        ("qkv", hidden, 3 * hidden),
+        ("attn-out", hidden, hidden),
+        ("ffn-up", hidden, intermediate),
+        ("ffn-down", intermediate, hidden),
+    ];
+    let mut shapes = vec![];
+    for &m in tokens {
+        for &(name, ins, outs) in &layers {
+            let shape = |what: &str, (m, k, n): (usize, usize, usize), a_t: bool, inference: bool| GemmShape {
+                name: format!("{name} {what}"),
+                m,
+                k,
+                n,
+                a_transposed: a_t,
+                b_transposed: false,
+                inference,
+            };
+            shapes.push(shape("forward", (m, ins, outs), false, true));
+            shapes.push(shape("dx", (m, outs, ins), false, false));
+            shapes.push(shape("dW", (outs, m, ins), true, false));
+        }
+    }
+    shapes
+}
+
+/// GFLOP/s of `shape` in `precision` (the best of repeated runs over at least `seconds`).
+/// bf16 and int8 time the whole inference product: rounding or quantizing the activations,
+/// the packed product, the bias.
+pub fn time_gemm(shape: &GemmShape, precision: crate::lowp::Precision, seconds: f64) -> f64 {
+    let mut rng = Pcg64::from_seed(7);
+    let mut random = |len: usize| -> Vec<f32> {
+        (0..len).map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 - 0.5).collect()
+    };
+    let (a, b) = (random(shape.m * shape.k), random(shape.k * shape.n));
+    let bias = vec![0f32; shape.n];
+    let packed = crate::lowp::Packed::new(precision, &b, shape.k, shape.n);
+    let run = || match &packed {
+        Some(p) => p.linear(&a, shape.m, &bias, false),
+        None => crate::kernels::matmul_f32(shape.m, shape.k, shape.n, &a, shape.a_transposed, &b, shape.b_transposed),
+    };
+    std::hint::black_box(run());
+    let (start, mut best, mut runs) = (Instant::now(), f64::INFINITY, 0);
+    while runs < 3 || start.elapsed().as_secs_f64() < seconds {
+        let t = Instant::now();
+        std::hint::black_box(run());
+        best = best.min(t.elapsed().as_secs_f64());
+        runs += 1;
+    }
+    shape.flops() / best / 1e9
+}

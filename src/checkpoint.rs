@@ -81,18 +81,34 @@ pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     write_atomic(path, |w| w.write_all(text.as_bytes()))
 }
 
+/// An int8 tensor by name, row-major (a quantized checkpoint's weights).
+#[derive(Clone, Debug)]
+pub struct Int8Tensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<i8>,
+}
+
 /// Writes f32 tensors as `model.safetensors` (names sorted, as safetensors stores them).
 pub fn write_safetensors(path: &Path, tensors: &[NamedTensor]) -> Result<()> {
+    write_safetensors_with(path, tensors, &[])
+}
+
+/// `write_safetensors` with int8 tensors beside the f32 ones.
+pub fn write_safetensors_with(path: &Path, tensors: &[NamedTensor], int8: &[Int8Tensor]) -> Result<()> {
     use safetensors::tensor::{Dtype, TensorView};
-    let bytes: Vec<Vec<u8>> =
-        tensors.iter().map(|t| t.data.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).collect();
-    let views = tensors
+    let f32_bytes = tensors.iter().map(|t| (t, Dtype::F32, t.data.iter().flat_map(|v| v.to_le_bytes()).collect()));
+    let i8_bytes = int8.iter().map(|t| (t, Dtype::I8, t.data.iter().map(|&v| v as u8).collect()));
+    let bytes: Vec<(String, Vec<usize>, Dtype, Vec<u8>)> = f32_bytes
+        .map(|(t, d, b)| (t.name.clone(), t.shape.clone(), d, b))
+        .chain(i8_bytes.map(|(t, d, b)| (t.name.clone(), t.shape.clone(), d, b)))
+        .collect();
+    let views = bytes
         .iter()
-        .zip(&bytes)
-        .map(|(t, b)| {
-            let view = TensorView::new(Dtype::F32, t.shape.clone(), b)
-                .map_err(|e| Error::invalid(path, format!("tensor {}: {e}", t.name)))?;
-            Ok((t.name.clone(), view))
+        .map(|(name, shape, dtype, b)| {
+            let view = TensorView::new(*dtype, shape.clone(), b)
+                .map_err(|e| Error::invalid(path, format!("tensor {name}: {e}")))?;
+            Ok((name.clone(), view))
         })
         .collect::<Result<Vec<_>>>()?;
     let metadata = Some(std::collections::HashMap::from([("format".to_string(), "pt".to_string())]));

@@ -16,6 +16,7 @@ use crate::align::Aligner;
 use crate::data::{self, Corpus, LabelSet, PanxDir, ReadOptions};
 use crate::error::{Error, Result};
 use crate::eval::{self, Evaluation};
+use crate::lowp::Precision;
 use crate::model::{Kernels, TokenClassifier};
 use crate::shuffle;
 use crate::train::{self, Checkpoints, EpochRow, Run, TrainOptions};
@@ -168,11 +169,13 @@ pub struct EvalSettings {
     pub device: Device,
     /// The window (`max_len`, `stride`); `label_all_subwords` plays no part in scoring.
     pub alignment: Alignment,
+    /// The linear layers' number format.
+    pub precision: Precision,
 }
 
 impl EvalSettings {
     pub fn new(batch_size: usize, show_progress: bool, device: Device) -> Self {
-        EvalSettings { batch_size, show_progress, device, alignment: Alignment::default() }
+        EvalSettings { batch_size, show_progress, device, alignment: Alignment::default(), precision: Precision::F32 }
     }
 }
 
@@ -187,7 +190,8 @@ pub struct Evaluator {
 
 impl Evaluator {
     pub fn load(model_dir: &Path, settings: &EvalSettings) -> Result<Self> {
-        let model = TokenClassifier::load(model_dir, None, 0, &settings.device)?;
+        let mut model = TokenClassifier::load(model_dir, None, 0, &settings.device)?;
+        model.set_precision(settings.precision)?;
         let labels = LabelSet::new(model.config.labels().unwrap_or_default());
         let aligner = Aligner::from_file(&model_dir.join("tokenizer.json"))?;
         let window = WindowOptions::new(&model, settings.alignment.max_len, settings.alignment.stride)?;

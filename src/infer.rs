@@ -9,6 +9,7 @@ use serde::Serialize;
 use tokenizers::{Encoding, Tokenizer};
 
 use crate::error::{Error, Result};
+use crate::lowp::Precision;
 use crate::model::TokenClassifier;
 use crate::pipeline::{self, Aggregation, Entity, TokenizerKind};
 use crate::window::{Sequence, WindowOptions};
@@ -33,8 +34,17 @@ pub struct Tagger {
 
 impl Tagger {
     /// Loads a model directory (config.json, model.safetensors, tokenizer.json).
-    pub fn load(model_dir: &Path, device: &Device, max_len: Option<usize>, stride: usize) -> Result<Self> {
-        let model = TokenClassifier::load(model_dir, None, 0, device)?;
+    pub fn load(
+        model_dir: &Path,
+        device: &Device,
+        max_len: Option<usize>,
+        stride: usize,
+        precision: Precision,
+    ) -> Result<Self> {
+        let mut model = TokenClassifier::load(model_dir, None, 0, device)?;
+        model.set_precision(precision)?;
+        // Pack or transpose the weights now, not in the first request.
+        model.prepare_inference()?;
         let labels = model.config.labels().unwrap_or_default();
         let tokenizer = load_tokenizer(&model_dir.join("tokenizer.json"))?;
         let window = WindowOptions::new(&model, max_len, stride)?;

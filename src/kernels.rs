@@ -61,9 +61,9 @@ fn exp(x: f32) -> f32 {
 /// and for AVX-512 (16-wide), picked at run time. Results are the same bits
 /// (no reassociation, no contraction); only the width changes.
 macro_rules! multiversion {
-    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$doc])*
-        fn $name($($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
             fn generic($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
@@ -84,6 +84,8 @@ macro_rules! multiversion {
         }
     };
 }
+
+pub(crate) use multiversion;
 
 /// Partial sums kept per lane: reductions over this many accumulators vectorise (a serial
 /// sum is one dependent add per element); the result differs from it by rounding only.
@@ -378,6 +380,30 @@ fn linear_fwd(x: &[f32], w: View, b: &[f32], rows: usize) -> Vec<f32> {
     y
 }
 
+/// y = x·w + b for x (rows, ins) and w (ins, outs), both row-major: the f32 product the
+/// low-precision paths fall back to (`lowp`).
+pub(crate) fn linear_rows(x: &[f32], w: &[f32], b: &[f32], rows: usize, ins: usize, outs: usize) -> Vec<f32> {
+    linear_fwd(x, View::rows(w, ins, outs), b, rows)
+}
+
+/// C (m, n) = A·B with A (m, k) and B (k, n), each stored row-major or, `*_transposed`, as
+/// its transpose: the layouts the model's products read (for `xner bench --gemm`).
+pub fn matmul_f32(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    a_transposed: bool,
+    b: &[f32],
+    b_transposed: bool,
+) -> Vec<f32> {
+    let view =
+        |data, rows, cols, t: bool| if t { View::rows(data, cols, rows).t() } else { View::rows(data, rows, cols) };
+    let mut c = vec![0f32; m * n];
+    gemm_into(&mut c, false, view(a, m, k, a_transposed), view(b, k, n, b_transposed));
+    c
+}
+
 /// dx = dy·W, dW = dyᵀ·x, db = Σ_rows dy: two products (no transposed copies) and a column sum.
 fn linear_bwd(
     x: &[f32],
@@ -516,6 +542,20 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor>
 pub fn linear_gelu(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
     let save = x.track_op() || w.track_op() || b.track_op();
     x.contiguous()?.apply_op3(w, b, Linear { gelu: true, save, pre: Default::default() })
+}
+
+/// Inference only: act(x·W + b) with W packed in bf16 or int8 (`lowp`), act GELU with `gelu`.
+pub fn linear_packed(x: &Tensor, w: &crate::lowp::Packed, b: &Tensor, gelu: bool) -> candle_core::Result<Tensor> {
+    let (ins, outs) = (w.ins(), w.outs());
+    let x = x.contiguous()?;
+    if x.dims().last() != Some(&ins) || b.elem_count() != outs {
+        candle_core::bail!("linear: input {:?}, packed weight ({ins}, {outs}), bias {:?}", x.dims(), b.dims())
+    }
+    let rows = x.elem_count() / ins.max(1);
+    let mut dims = x.dims().to_vec();
+    *dims.last_mut().expect("rank >= 1") = outs;
+    let y = with_data(&x, |x| with_data(b, |b| Ok(w.linear(x, rows, b, gelu))))?;
+    Tensor::from_vec(y, dims, x.device())
 }
 
 /// Inference only: GELU(x·wt + b) or x·wt + b with the weight stored transposed, `wt` (in, out)
@@ -848,7 +888,7 @@ multiversion! {
 
 multiversion! {
     /// x = x·Φ(x), elementwise, in place (inference: no pre-activation to keep).
-    fn gelu_in_place(x: &mut [f32]) {
+    pub(crate) fn gelu_in_place(x: &mut [f32]) {
         for x in x.iter_mut() {
             *x *= gelu_cdf(*x);
         }

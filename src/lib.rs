@@ -5,6 +5,7 @@
 //! with `shuffle` (numpy-exact permutations) under `data` and `table` for terminal output.
 
 pub mod align;
+pub mod amx;
 pub mod analysis;
 pub mod batch;
 pub mod bench;
@@ -20,10 +21,12 @@ pub mod hub;
 pub mod import;
 pub mod infer;
 pub mod kernels;
+pub mod lowp;
 pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod pipeline;
+pub mod quantize;
 pub mod serve;
 pub mod shuffle;
 pub mod table;

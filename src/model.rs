@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, NamedTensor};
 use crate::error::{Error, Result};
+use crate::lowp::{self, Precision};
 use crate::optim::SparseRows;
 use crate::shuffle::Pcg64;
 use crate::{composed, kernels};
@@ -304,25 +305,59 @@ pub struct TokenClassifier {
     inference: std::sync::RwLock<Option<Arc<InferenceWeights>>>,
     /// Fused CPU kernels, or composed ops (other devices): `Kernels::for_device` at load.
     kernels: Kernels,
+    /// The number format of the linear layers in inference (training is f32).
+    precision: Precision,
 }
 
-/// Per layer, the linear weights transposed to (in, out) — gemm's fast layout for y = x·W —
-/// and q, k, v side by side: one copy of the body's matrices (85 MB for e5-small), made once
-/// instead of the three concatenations and the transposed packing of every batch.
+/// Per layer, the linear weights in their inference layout: in f32, transposed to (in, out) —
+/// gemm's fast layout for y = x·W — with q, k, v side by side: one copy of the body's matrices
+/// (85 MB for e5-small), made once instead of the three concatenations and the transposed
+/// packing of every batch; in bf16 or int8, packed for the tile unit (`lowp`).
 pub struct InferenceWeights {
+    precision: Precision,
     layers: Vec<LayerWeights>,
 }
 
 struct LayerWeights {
-    qkv: (Tensor, Tensor),
-    attention_output: Tensor,
-    intermediate: Tensor,
-    output: Tensor,
+    qkv: (LinearWeight, Tensor),
+    attention_output: LinearWeight,
+    intermediate: LinearWeight,
+    output: LinearWeight,
+}
+
+/// One linear layer's weight for inference.
+enum LinearWeight {
+    /// (in, out), contiguous f32.
+    F32(Tensor),
+    Packed(lowp::Packed),
+}
+
+impl LinearWeight {
+    /// `wt` (in, out) in `precision`.
+    fn new(wt: Tensor, precision: Precision) -> Result<Self> {
+        let (ins, outs) = wt.dims2()?;
+        Ok(match precision {
+            Precision::F32 => LinearWeight::F32(wt),
+            p => {
+                let data = wt.flatten_all()?.to_vec1::<f32>()?;
+                LinearWeight::Packed(lowp::Packed::new(p, &data, ins, outs).expect("a low precision packs"))
+            }
+        })
+    }
+
+    /// act(x·W + b), act GELU with `gelu`.
+    fn forward(&self, ops: Kernels, x: &Tensor, b: &Tensor, gelu: bool) -> Result<Tensor> {
+        Ok(match self {
+            LinearWeight::F32(wt) => ops.linear_transposed(x, wt, b, gelu)?,
+            LinearWeight::Packed(w) => kernels::linear_packed(x, w, b, gelu)?,
+        })
+    }
 }
 
 impl InferenceWeights {
-    fn new(layers: &[Layer]) -> Result<Self> {
+    fn new(layers: &[Layer], precision: Precision) -> Result<Self> {
         let t = |w: &Var| -> Result<Tensor> { Ok(w.as_tensor().detach().t()?.contiguous()?) };
+        let lw = |w: Tensor| LinearWeight::new(w, precision);
         let layers = layers
             .iter()
             .map(|l| {
@@ -331,14 +366,26 @@ impl InferenceWeights {
                 let qkv_b =
                     Tensor::cat(&[&a.query.bias, &a.key.bias, &a.value.bias].map(|v| v.as_tensor().detach()), 0)?;
                 Ok(LayerWeights {
-                    qkv: (qkv_w, qkv_b),
-                    attention_output: t(&a.output.weight)?,
-                    intermediate: t(&l.intermediate.weight)?,
-                    output: t(&l.output.weight)?,
+                    qkv: (lw(qkv_w)?, qkv_b),
+                    attention_output: lw(t(&a.output.weight)?)?,
+                    intermediate: lw(t(&l.intermediate.weight)?)?,
+                    output: lw(t(&l.output.weight)?)?,
                 })
             })
             .collect::<Result<_>>()?;
-        Ok(InferenceWeights { layers })
+        Ok(InferenceWeights { precision, layers })
+    }
+
+    /// Bytes of the packed or transposed linear weights.
+    pub fn bytes(&self) -> usize {
+        let size = |w: &LinearWeight| match w {
+            LinearWeight::F32(t) => 4 * t.elem_count(),
+            LinearWeight::Packed(p) => p.bytes(),
+        };
+        self.layers
+            .iter()
+            .map(|l| size(&l.qkv.0) + size(&l.attention_output) + size(&l.intermediate) + size(&l.output))
+            .sum()
     }
 }
 
@@ -469,7 +516,7 @@ impl TokenClassifier {
         // One product for q, k and v (a wider product runs closer to the GEMM's peak, and x
         // gets one gradient contribution instead of three).
         let qkv = match fast {
-            Some(f) => ops.linear_transposed(x, &f.qkv.0, &f.qkv.1, false)?,
+            Some(f) => f.qkv.0.forward(ops, x, &f.qkv.1, false)?,
             None => {
                 let w = [&a.query.weight, &a.key.weight, &a.value.weight].map(|v| grad.param(v));
                 let bias = [&a.query.bias, &a.key.bias, &a.value.bias].map(|v| grad.param(v));
@@ -484,7 +531,7 @@ impl TokenClassifier {
         let scale = 1.0 / ((h / heads) as f64).sqrt();
         let context = ops.attention(&qkv, heads, scale, lens.clone(), drop_mask)?;
         let projected = match fast {
-            Some(f) => ops.linear_transposed(&context, &f.attention_output, &grad.param(&a.output.bias), false)?,
+            Some(f) => f.attention_output.forward(ops, &context, &grad.param(&a.output.bias), false)?,
             None => a.output.forward(&context, grad, ops)?,
         };
         let out = ops.add_dropout(&projected, x, self.config.hidden_dropout_prob, rng)?;
@@ -505,8 +552,8 @@ impl TokenClassifier {
         let (i, o) = (&l.intermediate, &l.output);
         let out = match grad.layer(index) {
             Some(f) => {
-                let inner = ops.linear_transposed(&x, &f.intermediate, &grad.param(&i.bias), true)?;
-                ops.linear_transposed(&inner, &f.output, &grad.param(&o.bias), false)?
+                let inner = f.intermediate.forward(ops, &x, &grad.param(&i.bias), true)?;
+                f.output.forward(ops, &inner, &grad.param(&o.bias), false)?
             }
             None => o.forward(&ops.linear_gelu(&x, &grad.param(&i.weight), &grad.param(&i.bias))?, grad, ops)?,
         };
@@ -547,9 +594,11 @@ impl TokenClassifier {
     fn inference_weights(&self) -> Result<Arc<InferenceWeights>> {
         // A poisoned lock only means a panic elsewhere while it was held; the cache stays valid.
         if let Some(w) = self.inference.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            return Ok(w.clone());
+            if w.precision == self.precision {
+                return Ok(w.clone());
+            }
         }
-        let w = Arc::new(InferenceWeights::new(&self.layers)?);
+        let w = Arc::new(InferenceWeights::new(&self.layers, self.precision)?);
         *self.inference.write().unwrap_or_else(|e| e.into_inner()) = Some(w.clone());
         Ok(w)
     }
@@ -612,8 +661,34 @@ impl TokenClassifier {
                 self.device()
             )));
         }
+        if kernels == Kernels::Composed && self.precision != Precision::F32 {
+            return Err(Error::Usage(format!("--precision {} runs on the fused CPU kernels only", self.precision)));
+        }
         self.kernels = kernels;
         Ok(())
+    }
+
+    /// The number format of the linear layers in inference: bf16 and int8 pack the weights
+    /// (on the next inference pass) for the fused CPU kernels; training stays in f32.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        if precision != Precision::F32 && self.kernels != Kernels::Fused {
+            return Err(Error::Usage(format!(
+                "--precision {precision} runs on the CPU only (the model is on {:?})",
+                self.device()
+            )));
+        }
+        self.precision = precision;
+        self.weights_changed();
+        Ok(())
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Bytes of the linear weights' inference copies (made now if they are not yet).
+    pub fn inference_bytes(&self) -> Result<usize> {
+        Ok(self.inference_weights()?.bytes())
     }
 
     /// Index of the word-embedding table in `params`.
@@ -773,6 +848,7 @@ impl TokenClassifier {
             params,
             inference: Default::default(),
             kernels: Kernels::for_device(device),
+            precision: Precision::F32,
         })
     }
 
@@ -794,6 +870,12 @@ impl TokenClassifier {
     /// Writes `config.json` (with the head's architecture and labels) and `model.safetensors`
     /// into `dir`, each atomically; a `tokenizer.json` is the caller's to copy.
     pub fn save(&self, dir: &Path) -> Result<()> {
+        checkpoint::write_safetensors(&dir.join("model.safetensors"), &self.named_tensors()?)?;
+        checkpoint::write_json(&dir.join("config.json"), &self.config_json()?)
+    }
+
+    /// config.json as `save` writes it: the head's architecture and labels.
+    pub fn config_json(&self) -> Result<serde_json::Value> {
         let mut config = self.config.clone();
         let arch = match (self.family, config.model_type.as_str()) {
             (Family::Bert, _) => "BertForTokenClassification",
@@ -802,10 +884,7 @@ impl TokenClassifier {
         };
         config.extra.insert("architectures".into(), serde_json::json!([arch]));
         config.extra.remove("num_labels");
-        let value =
-            serde_json::to_value(&config).map_err(|e| Error::Json { context: "config.json".into(), source: e })?;
-        checkpoint::write_safetensors(&dir.join("model.safetensors"), &self.named_tensors()?)?;
-        checkpoint::write_json(&dir.join("config.json"), &value)
+        serde_json::to_value(&config).map_err(|e| Error::Json { context: "config.json".into(), source: e })
     }
 }
 
@@ -813,6 +892,9 @@ impl TokenClassifier {
 /// (the zip format that `torch.save` has written since 1.6, which candle reads).
 fn read_weights(dir: &Path, device: &Device) -> Result<(std::path::PathBuf, HashMap<String, Tensor>)> {
     let safetensors = dir.join("model.safetensors");
+    if safetensors.exists() && crate::quantize::is_quantized(dir) {
+        return Ok((safetensors.clone(), crate::quantize::read_dequantized(&safetensors, device)?));
+    }
     if safetensors.exists() {
         let tensors = candle_core::safetensors::load(&safetensors, device)
             .map_err(|e| Error::invalid(&safetensors, format!("cannot read safetensors: {e}")))?;

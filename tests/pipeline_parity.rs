@@ -38,7 +38,7 @@ fn entities_match_the_transformers_pipeline_for_every_strategy() {
     let fixture: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&fixture_path).unwrap()).unwrap();
     let tmp = common::tempdir();
     let model = common::trained_tiny_model(tmp.path());
-    let tagger = Tagger::load(&model, &Device::Cpu, None, 128).unwrap();
+    let tagger = Tagger::load(&model, &Device::Cpu, None, 128, xner::lowp::Precision::F32).unwrap();
     let texts = texts(&fixture);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let mut compared = 0;

@@ -8,6 +8,7 @@ use clap::Args;
 
 use super::*;
 use xner::experiments::Evaluator;
+use xner::lowp::Precision;
 
 #[derive(Args)]
 pub struct AnalyzeArgs {
@@ -47,7 +48,7 @@ pub fn run(args: &AnalyzeArgs, device: &Device) -> Result<()> {
     use xner::analysis;
     args.window.validate()?;
     let model_dir = xner::hub::resolve_model(&args.model)?;
-    let settings = args.window.eval_settings(args.batch_size, !args.json, device);
+    let settings = args.window.eval_settings(args.batch_size, !args.json, device, Precision::F32);
     let evaluator = Evaluator::load(&model_dir, &settings)?;
     let labels = evaluator.labels.clone();
     let (corpus, name) = match &args.file {

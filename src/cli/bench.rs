@@ -46,9 +46,23 @@ pub struct BenchArgs {
     pub composed: bool,
     #[arg(long)]
     pub json: bool,
+    /// Time the model's matrix products instead (every linear layer forward, and its two
+    /// backward products), in f32 and, for inference, bf16 and int8; with --python, beside
+    /// torch's f32 and bf16 (oneDNN) on the same shapes in the same run.
+    #[arg(long)]
+    pub gemm: bool,
+    /// --gemm: packed tokens per product (PAN-X batches of 24 sentences hold 400–800).
+    #[arg(long, default_value = "512,2048", value_delimiter = ',', value_parser = super::count(1, 1 << 20))]
+    pub gemm_tokens: Vec<usize>,
+    /// --precision for the inference pass of the timed batches (training is f32).
+    #[command(flatten)]
+    pub precision: super::PrecisionArgs,
 }
 
 pub fn run(args: &BenchArgs, device: &Device) -> Result<()> {
+    if args.gemm {
+        return run_gemm(args);
+    }
     let source = xner::hub::resolve_model(&args.model)?;
     let scratch = Scratch::new()?;
     let dir = match &args.random_shape {
@@ -64,6 +78,7 @@ pub fn run(args: &BenchArgs, device: &Device) -> Result<()> {
     if args.composed {
         model.set_kernels(xner::model::Kernels::Composed)?;
     }
+    model.set_precision(args.precision.precision)?;
     let (batches, what) = match args.sentences {
         Some(n) => {
             let panx = PanxDir::new(&args.data);
@@ -157,6 +172,89 @@ pub fn run(args: &BenchArgs, device: &Device) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `xner bench --gemm`: GFLOP/s of each product the model runs, ours beside torch's.
+fn run_gemm(args: &BenchArgs) -> Result<()> {
+    use xner::lowp::Precision;
+    let (hidden, intermediate) = match &args.random_shape {
+        Some(name) => {
+            let shape = xner::bench::Shape::named(name)?;
+            (shape.hidden, shape.intermediate)
+        }
+        None => {
+            let dir = xner::hub::resolve_model(&args.model)?;
+            let config = xner::model::Config::from_file(&dir.join("config.json"))?;
+            (config.hidden_size, config.intermediate_size)
+        }
+    };
+    let shapes = xner::bench::gemm_shapes(hidden, intermediate, &args.gemm_tokens);
+    let torch = match &args.python {
+        Some(py) => {
+            let scratch = Scratch::new()?;
+            let file = scratch.join("shapes.json");
+            std::fs::write(&file, serde_json::to_string(&shapes)?)?;
+            Some(run_script(py, "bench_gemm.py", &[file.display().to_string()])?)
+        }
+        None => None,
+    };
+    let engine = |p: Precision| format!("{} ({})", p, p.engine());
+    if !args.json {
+        eprintln!("{} threads; xner bf16 and int8: {}", rayon::current_num_threads(), engine(Precision::Int8));
+    }
+    let mut rows = vec![];
+    let mut out = vec![];
+    for (i, shape) in shapes.iter().enumerate() {
+        let precisions: &[Precision] =
+            if shape.inference { &[Precision::F32, Precision::Bf16, Precision::Int8] } else { &[Precision::F32] };
+        let theirs = torch.as_ref().map(|t| &t["shapes"][i]);
+        let mut entry = serde_json::json!({"shape": shape});
+        for &p in precisions {
+            let ours = xner::bench::time_gemm(shape, p, 0.3);
+            let peer = theirs.and_then(|t| t[p.name()].as_f64());
+            entry[p.name()] = serde_json::json!({"xner": ours, "torch": peer});
+            let ratio = peer.map_or(String::new(), |t| format!("{:.0} %", 100.0 * ours / t));
+            rows.push(vec![
+                shape.name.clone(),
+                format!("{}x{}x{}", shape.m, shape.k, shape.n),
+                p.name().to_string(),
+                format!("{ours:.0}"),
+                peer.map_or("-".into(), |t| format!("{t:.0}")),
+                ratio,
+            ]);
+        }
+        out.push(entry);
+    }
+    if args.json {
+        let torch_version = torch.as_ref().map(|t| t["torch"].clone());
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"torch": torch_version, "products": out}))?);
+    } else {
+        let header = ["product", "m x k x n", "precision", "xner GFLOP/s", "torch GFLOP/s", "xner / torch"];
+        print!("{}", xner::table::columns(&header, &rows));
+    }
+    Ok(())
+}
+
+/// Runs `scripts/<name>` with `python` and `args`; its last line of output as JSON.
+fn run_script(python: &Path, name: &str, args: &[String]) -> Result<serde_json::Value> {
+    let built_here = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(name);
+    let script = if built_here.exists() { built_here } else { Path::new("scripts").join(name) };
+    if !script.exists() {
+        bail!("no scripts/{name} in {} or the working directory", env!("CARGO_MANIFEST_DIR"));
+    }
+    let threads = rayon::current_num_threads().to_string();
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .args(args)
+        .args(["--threads", &threads])
+        .output()
+        .with_context(|| format!("running {} {}", python.display(), script.display()))?;
+    if !out.status.success() {
+        bail!("{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or("");
+    serde_json::from_str(last).with_context(|| format!("{} printed no JSON: {text}", script.display()))
 }
 
 /// A scratch directory under the system's temporary directory, removed when dropped — also

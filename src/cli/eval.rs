@@ -7,7 +7,7 @@ use anyhow::Result;
 use candle_core::Device;
 use clap::Args;
 
-use super::{read_corpus_file, CorpusArgs, DataArgs, WindowArgs};
+use super::{read_corpus_file, CorpusArgs, DataArgs, PrecisionArgs, WindowArgs};
 use xner::eval::Evaluation;
 use xner::experiments::Evaluator;
 use xner::metrics::{self, Mode};
@@ -25,6 +25,8 @@ pub struct EvalArgs {
     pub corpus: CorpusArgs,
     #[command(flatten)]
     pub window: WindowArgs,
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     #[command(flatten)]
     pub data: DataArgs,
     #[arg(long, default_value = "de", value_delimiter = ',')]
@@ -53,7 +55,7 @@ pub fn results_json(eval: &Evaluation) -> Result<serde_json::Value> {
 pub fn run(args: &EvalArgs, device: &Device) -> Result<()> {
     args.window.validate()?;
     let model_dir = xner::hub::resolve_model(&args.model)?;
-    let settings = args.window.eval_settings(args.batch_size, !args.json, device);
+    let settings = args.window.eval_settings(args.batch_size, !args.json, device, args.precision.precision);
     let evals: Vec<(String, Evaluation)> = if args.file.is_empty() {
         let panx = args.data.panx()?;
         xner::experiments::evaluate_languages(&model_dir, &panx, &args.langs, &args.split, args.max_samples, &settings)?

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use xner::data::PanxDir;
 use xner::data::{Format, LabelSet, ReadOptions, Scheme, UnknownLabels};
 use xner::experiments::{Alignment, EvalSettings, Setup};
+use xner::lowp::Precision;
 use xner::train::{Checkpoints, TrainOptions};
 
 pub mod align;
@@ -19,6 +20,7 @@ pub mod curve;
 pub mod data;
 pub mod eval;
 pub mod import;
+pub mod quantize;
 pub mod report;
 pub mod score;
 pub mod serve;
@@ -87,6 +89,9 @@ pub enum Command {
     /// An HTTP NER service: POST /v1/ner, dynamic batching, /health, /v1/model, /metrics and a
     /// page at / that highlights entities.
     Serve(serve::ServeArgs),
+    /// Write an int8 copy of a trained model directory (the encoder's linear weights, one scale
+    /// per output channel), for `--precision int8`.
+    Quantize(quantize::QuantizeArgs),
     /// Turn a model shipped in another format into a Hugging Face model directory.
     #[command(subcommand)]
     Import(import::ImportCommand),
@@ -324,9 +329,16 @@ impl WindowArgs {
     }
 
     /// How a trained model is scored in this window.
-    pub fn eval_settings(&self, batch_size: usize, show_progress: bool, device: &Device) -> EvalSettings {
+    pub fn eval_settings(
+        &self,
+        batch_size: usize,
+        show_progress: bool,
+        device: &Device,
+        precision: Precision,
+    ) -> EvalSettings {
         EvalSettings {
             alignment: self.alignment(false),
+            precision,
             ..EvalSettings::new(batch_size, show_progress, device.clone())
         }
     }
@@ -334,6 +346,15 @@ impl WindowArgs {
     pub fn alignment(&self, label_all_subwords: bool) -> Alignment {
         Alignment { max_len: self.max_length.map(|n| n as usize), stride: self.stride, label_all_subwords }
     }
+}
+
+/// The number format of inference.
+#[derive(Args, Clone, Copy)]
+pub struct PrecisionArgs {
+    /// The encoder's linear layers in f32, bf16 or int8 (bf16 and int8 run on the AMX tile
+    /// unit where the CPU has one, on portable code elsewhere; the rest of the model stays f32).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
 }
 
 /// The training settings every experiment shares.
@@ -416,6 +437,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Report(a) => report::run(a),
         Command::Bench(a) => bench::run(a, &device),
         Command::Serve(a) => serve::run(a, &device),
+        Command::Quantize(a) => quantize::run(a),
         Command::Data(DataCommand::Stats(a)) => data::stats(a),
         Command::Data(DataCommand::Show(a)) => data::show(a),
         Command::Tokenize(a) => tokenize::run(a),

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::Args;
 
-use super::WindowArgs;
+use super::{PrecisionArgs, WindowArgs};
 use xner::infer::Tagger;
 use xner::pipeline::Aggregation;
 use xner::serve::queue::BatchOptions;
@@ -52,6 +52,8 @@ pub struct ServeArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub window: WindowArgs,
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
 }
 
 pub fn run(args: &ServeArgs, device: &Device) -> Result<()> {
@@ -75,9 +77,10 @@ pub fn run(args: &ServeArgs, device: &Device) -> Result<()> {
     };
     let alignment = args.window.alignment(false);
     let device = device.clone();
+    let precision = args.precision.precision;
     let started = std::time::Instant::now();
     let load = move || {
-        let tagger = Tagger::load(&model_dir, &device, alignment.max_len, alignment.stride)?;
+        let tagger = Tagger::load(&model_dir, &device, alignment.max_len, alignment.stride, precision)?;
         eprintln!("model ready in {:.2} s ({} labels)", started.elapsed().as_secs_f64(), tagger.labels.len());
         Ok(tagger)
     };

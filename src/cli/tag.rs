@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::Args;
 
-use super::{term_width, WindowArgs};
+use super::{term_width, PrecisionArgs, WindowArgs};
 use xner::infer::{Tagged, Tagger};
 use xner::pipeline::Aggregation;
 
@@ -33,6 +33,8 @@ pub struct TagArgs {
     pub batch_size: u32,
     #[command(flatten)]
     pub window: WindowArgs,
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     /// How subword predictions become entities: `words` (the tokenizer's words, each labelled
     /// by its first subword) or one of transformers' pipeline strategies, with its semantics
     /// exactly: `simple`, `first`, `average`, `max`, `none` (one entry per subword).
@@ -58,7 +60,7 @@ pub fn run(args: &TagArgs, device: &Device) -> Result<()> {
     args.window.validate()?;
     let model_dir = xner::hub::resolve_model(&args.model)?;
     let alignment = args.window.alignment(false);
-    let tagger = Tagger::load(&model_dir, device, alignment.max_len, alignment.stride)?;
+    let tagger = Tagger::load(&model_dir, device, alignment.max_len, alignment.stride, args.precision.precision)?;
     if let Some(path) = &args.file {
         return tag_file(&tagger, path, args);
     }

@@ -10,6 +10,7 @@ use clap::Args;
 use super::{read_corpus_file, CorpusArgs, DataArgs, HyperArgs, WindowArgs};
 use xner::data::{Corpus, ReadOptions};
 use xner::experiments::{Evaluator, FineTune};
+use xner::lowp::Precision;
 use xner::train::Checkpoints;
 
 #[derive(Args)]
@@ -143,7 +144,7 @@ pub fn run(args: &TrainArgs, device: &Device) -> Result<()> {
     }
     println!("model saved to {} ({:.0} s)", args.out.display(), start.elapsed().as_secs_f64());
     if let Some(test) = &args.test {
-        let settings = args.window.eval_settings(args.hyper.batch_size, true, device);
+        let settings = args.window.eval_settings(args.hyper.batch_size, true, device, Precision::F32);
         let evaluator = Evaluator::load(&args.out, &settings)?;
         let options = evaluator.read_options(&args.corpus.read_options()?);
         let corpus = read_corpus_file(test, &options, false, None)?;

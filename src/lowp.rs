@@ -1,0 +1,607 @@
+//! Low-precision inference for the encoder's linear layers: `--precision bf16|int8`.
+//!
+//! - **bf16**: weights stored in bfloat16, activations rounded to bfloat16 as they enter the
+//!   product, sums in f32 (AMX `tdpbf16ps`); bias, GELU, LayerNorm, softmax in f32.
+//! - **int8**: dynamic quantization as ONNX Runtime's `quantize_dynamic` does it, finer:
+//!   weights symmetric int8 per output column, activations asymmetric uint8 per token
+//!   (scale and zero point from each row's range), sums exact in i32 (AMX `tdpbusd`).
+//!
+//! Weights are packed once per model into the tile layout `amx` reads. Without AMX (or with
+//! `XNER_NO_AMX=1`) the same numbers come from portable code: bf16 through the f32 GEMM on
+//! the rounded operands (products of bf16 values are exact in f32, so only the order of the
+//! sums differs), int8 by integer dot products (exact, so equal to the tile unit's to the bit).
+//!
+//! Embeddings, the attention products and the classifier stay in f32.
+
+use rayon::prelude::*;
+
+use crate::amx::{self, Tiles, BLOCK, TILE_BYTES};
+use crate::kernels::{gelu_in_place, multiversion};
+
+/// The number format of the encoder's linear layers at inference.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// f32 throughout (what training computes)
+    #[default]
+    F32,
+    /// bf16 weights and products, f32 sums
+    Bf16,
+    /// dynamic quantization: int8 weights per output column, uint8 activations per token, i32 sums
+    Int8,
+}
+
+impl Precision {
+    pub const NAMES: [&'static str; 3] = ["f32", "bf16", "int8"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
+        }
+    }
+
+    /// How the products run on this machine, for logs and benchmarks.
+    pub fn engine(self) -> &'static str {
+        match (self, amx::available()) {
+            (Precision::F32, _) => "f32 GEMM",
+            (_, true) => "AMX tiles",
+            (Precision::Bf16, false) => "f32 GEMM on bf16-rounded operands",
+            (Precision::Int8, false) => "portable int8 dot products",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" | "fp32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            "int8" => Ok(Precision::Int8),
+            _ => Err(format!("unknown precision {s:?} (expected one of {})", Precision::NAMES.join(", "))),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A linear layer's weight (ins, outs) packed for a low-precision product.
+pub enum Packed {
+    Bf16(Bf16Weights),
+    Int8(Int8Weights),
+}
+
+impl Packed {
+    /// Packs `w`, row-major (ins, outs) — the transpose of torch's (outs, ins).
+    pub fn new(precision: Precision, w: &[f32], ins: usize, outs: usize) -> Option<Packed> {
+        match precision {
+            Precision::F32 => None,
+            Precision::Bf16 => Some(Packed::Bf16(Bf16Weights::new(w, ins, outs))),
+            Precision::Int8 => Some(Packed::Int8(Int8Weights::new(w, ins, outs))),
+        }
+    }
+
+    pub fn ins(&self) -> usize {
+        match self {
+            Packed::Bf16(w) => w.ins,
+            Packed::Int8(w) => w.ins,
+        }
+    }
+
+    pub fn outs(&self) -> usize {
+        match self {
+            Packed::Bf16(w) => w.outs,
+            Packed::Int8(w) => w.outs,
+        }
+    }
+
+    /// Bytes the packed weight holds.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Packed::Bf16(w) => 2 * w.data.len(),
+            Packed::Int8(w) => w.data.len() + 8 * w.outs,
+        }
+    }
+
+    /// y = act(x·W + b) for x (rows, ins), y (rows, outs); act GELU with `gelu`, applied to
+    /// each block of rows while it is in cache.
+    pub fn linear(&self, x: &[f32], rows: usize, bias: &[f32], gelu: bool) -> Vec<f32> {
+        let tiles = amx::available();
+        let mut y = match self {
+            Packed::Bf16(w) => w.linear(x, rows, bias, tiles, gelu),
+            Packed::Int8(w) => w.linear(x, rows, bias, tiles, gelu),
+        };
+        if gelu && !tiles {
+            y.par_chunks_mut(4096).for_each(gelu_in_place);
+        }
+        y
+    }
+}
+
+/// Rounds to nearest even, as torch's `.to(torch.bfloat16)` does; NaN stays NaN. Branch-free,
+/// so that the loops over it vectorise.
+#[inline(always)]
+pub fn bf16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16;
+    let quiet_nan = (b >> 16) | 0x40;
+    (if b & 0x7fff_ffff > 0x7f80_0000 { quiet_nan } else { rounded }) as u16
+}
+
+multiversion! {
+    /// `dst[i] = bf16_bits(src[i])`.
+    fn to_bf16(src: &[f32], dst: &mut [u16]) {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = bf16_bits(v);
+        }
+    }
+}
+
+#[inline(always)]
+fn bf16_value(bits: u16) -> f32 {
+    f32::from_bits((bits as u32) << 16)
+}
+
+/// Output rows in tasks of whole 32-row blocks, each handed to `block(first_row, rows, y)`.
+fn for_row_blocks(y: &mut [f32], rows: usize, outs: usize, block: impl Fn(usize, usize, &mut [f32]) + Sync) {
+    if outs == 0 {
+        return;
+    }
+    y.par_chunks_mut(BLOCK * outs).enumerate().for_each(|(i, y)| block(i * BLOCK, y.len() / outs, y));
+    debug_assert_eq!(y.len(), rows * outs);
+}
+
+// ---- bf16 ------------------------------------------------------------------------------------
+
+thread_local! {
+    /// A thread's block of activations in bf16 (or uint8), kept between calls: zeroing a fresh
+    /// one for each 32-row block cost more than the conversion.
+    static BF16_ROWS: std::cell::Cell<Vec<u16>> = const { std::cell::Cell::new(Vec::new()) };
+    static U8_ROWS: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The thread's scratch buffer, `len` long (contents unspecified: the caller writes all of it).
+fn take_scratch<T: Copy + Default + 'static>(
+    key: &'static std::thread::LocalKey<std::cell::Cell<Vec<T>>>,
+    len: usize,
+) -> Vec<T> {
+    let mut v = key.take();
+    v.resize(len, T::default());
+    v
+}
+
+fn put_scratch<T: 'static>(key: &'static std::thread::LocalKey<std::cell::Cell<Vec<T>>>, v: Vec<T>) {
+    key.set(v);
+}
+
+multiversion! {
+    /// dst = src + bias, elementwise (the product's epilogue).
+    fn add_bias(dst: &mut [f32], src: &[f32], bias: &[f32]) {
+        for ((d, &v), &b) in dst.iter_mut().zip(src).zip(bias) {
+            *d = v + b;
+        }
+    }
+}
+
+multiversion! {
+    /// y = row_scale·w_scale·(Σ q_x·q_w − zero_point·Σ q_w) + b: an int8 product's sums back
+    /// to f32 for a run of columns (their scales, column sums and biases).
+    fn dequantize(y: &mut [f32], sums: &[i32], zero_point: i32, row_scale: f32, column_sums: &[i32], scales: &[f32], bias: &[f32]) {
+        let cols = column_sums.iter().zip(scales).zip(bias);
+        for ((d, &acc), ((&cs, &ws), &b)) in y.iter_mut().zip(sums).zip(cols) {
+            *d = (acc - zero_point * cs) as f32 * (row_scale * ws) + b;
+        }
+    }
+}
+
+/// W (ins, outs) in bf16, in 32-column panels of 32-k chunks, each chunk two 1 KiB tiles of
+/// 16 k-pairs × 16 columns × 2 (the pair order `tdpbf16ps` multiplies); zeros pad both ends.
+pub struct Bf16Weights {
+    ins: usize,
+    outs: usize,
+    chunks: usize,
+    data: Vec<u16>,
+}
+
+const BF16_PER_TILE: usize = TILE_BYTES / 2;
+
+impl Bf16Weights {
+    pub fn new(w: &[f32], ins: usize, outs: usize) -> Self {
+        assert_eq!(w.len(), ins * outs, "bf16 pack: weight shape");
+        let chunks = ins.div_ceil(32);
+        let panels = outs.div_ceil(BLOCK);
+        let mut data = vec![0u16; panels * chunks * 2 * BF16_PER_TILE];
+        data.par_chunks_mut(chunks * 2 * BF16_PER_TILE).enumerate().for_each(|(p, panel)| {
+            for (i, v) in panel.iter_mut().enumerate() {
+                let (c, t, r, j, e) = (i / 1024, (i / 512) % 2, (i / 32) % 16, (i / 2) % 16, i % 2);
+                let (k, n) = (c * 32 + 2 * r + e, p * BLOCK + t * 16 + j);
+                if k < ins && n < outs {
+                    *v = bf16_bits(w[k * outs + n]);
+                }
+            }
+        });
+        Bf16Weights { ins, outs, chunks, data }
+    }
+
+    /// W back in f32 (ins, outs): the fallback's operand, and the tests' reference.
+    pub fn unpack(&self) -> Vec<f32> {
+        let mut w = vec![0f32; self.ins * self.outs];
+        for (i, &v) in self.data.iter().enumerate() {
+            let p = i / (self.chunks * 2 * BF16_PER_TILE);
+            let i = i % (self.chunks * 2 * BF16_PER_TILE);
+            let (c, t, r, j, e) = (i / 1024, (i / 512) % 2, (i / 32) % 16, (i / 2) % 16, i % 2);
+            let (k, n) = (c * 32 + 2 * r + e, p * BLOCK + t * 16 + j);
+            if k < self.ins && n < self.outs {
+                w[k * self.outs + n] = bf16_value(v);
+            }
+        }
+        w
+    }
+
+    /// y = x·W + b; on the tile unit with `tiles` (then GELU'd with `gelu`), else through the
+    /// f32 GEMM (without GELU: `Packed::linear` applies it).
+    pub fn linear(&self, x: &[f32], rows: usize, bias: &[f32], tiles: bool, gelu: bool) -> Vec<f32> {
+        let (ins, outs) = (self.ins, self.outs);
+        assert!(x.len() == rows * ins && bias.len() == outs, "bf16 linear: shapes");
+        if !tiles {
+            let rounded: Vec<f32> = x.par_iter().map(|&v| bf16_value(bf16_bits(v))).collect();
+            return crate::kernels::linear_rows(&rounded, &self.unpack(), bias, rows, ins, outs);
+        }
+        let kp = self.chunks * 32;
+        let mut y = vec![0f32; rows * outs];
+        for_row_blocks(&mut y, rows, outs, |first, n, y| {
+            // This block's rows in bf16, k padded with zeros, 32 rows (zeros past the end).
+            let mut a = take_scratch(&BF16_ROWS, BLOCK * kp);
+            for r in 0..BLOCK {
+                let row = &mut a[r * kp..(r + 1) * kp];
+                if r < n {
+                    to_bf16(&x[(first + r) * ins..(first + r + 1) * ins], &mut row[..ins]);
+                    row[ins..].fill(0);
+                } else {
+                    row.fill(0);
+                }
+            }
+            let tiles = Tiles::configure().expect("AMX checked by the caller");
+            let mut out = [0f32; BLOCK * BLOCK];
+            for p in 0..outs.div_ceil(BLOCK) {
+                let b = &self.data[p * self.chunks * 2 * BF16_PER_TILE..];
+                // SAFETY: `a` holds 32 rows of kp bf16 (2·kp bytes apart, 64·chunks bytes each);
+                // panel p holds chunks × 2 tiles.
+                unsafe { tiles.bf16_block(a.as_ptr(), 2 * kp, b.as_ptr(), self.chunks, &mut out) };
+                let n0 = p * BLOCK;
+                let width = BLOCK.min(outs - n0);
+                for r in 0..n {
+                    add_bias(&mut y[r * outs + n0..r * outs + n0 + width], &out[r * BLOCK..], &bias[n0..]);
+                }
+            }
+            drop(tiles);
+            put_scratch(&BF16_ROWS, a);
+            if gelu {
+                gelu_in_place(y);
+            }
+        });
+        y
+    }
+}
+
+// ---- int8 ------------------------------------------------------------------------------------
+
+/// The scale of a group of weights whose largest magnitude is `max_abs`: symmetric, ±127.
+pub fn int8_scale(max_abs: f32) -> f32 {
+    if max_abs > 0.0 && max_abs.is_finite() {
+        max_abs / 127.0
+    } else {
+        1.0
+    }
+}
+
+/// `w` in units of a scale (given as its inverse), rounded to even, clamped to ±127.
+#[inline(always)]
+pub fn int8_value(w: f32, inverse_scale: f32) -> i8 {
+    (w * inverse_scale).round_ties_even().clamp(-127.0, 127.0) as i8
+}
+
+/// W (ins, outs) as int8 with one scale per output column (symmetric: w ≈ scale·q, |q| ≤ 127),
+/// in 32-column panels of 64-k chunks, each chunk two 1 KiB tiles of 16 k-quads × 16
+/// columns × 4 (the order `tdpbusd` multiplies); zeros pad both ends.
+pub struct Int8Weights {
+    ins: usize,
+    outs: usize,
+    chunks: usize,
+    data: Vec<i8>,
+    scales: Vec<f32>,
+    /// Σ_k q[k][n]: the zero point's share of each column, subtracted after the product.
+    column_sums: Vec<i32>,
+}
+
+impl Int8Weights {
+    pub fn new(w: &[f32], ins: usize, outs: usize) -> Self {
+        assert_eq!(w.len(), ins * outs, "int8 pack: weight shape");
+        let scales: Vec<f32> = (0..outs)
+            .into_par_iter()
+            .map(|n| int8_scale((0..ins).map(|k| w[k * outs + n].abs()).fold(0f32, f32::max)))
+            .collect();
+        let inverse: Vec<f32> = scales.iter().map(|s| 1.0 / s).collect();
+        let mut q = vec![0i8; ins * outs];
+        q.par_chunks_mut(outs.max(1)).zip(w.par_chunks(outs.max(1))).for_each(|(q, w)| {
+            for ((q, &w), &inv) in q.iter_mut().zip(w).zip(&inverse) {
+                *q = int8_value(w, inv);
+            }
+        });
+        Self::from_quantized(ins, outs, scales, &q)
+    }
+
+    /// From int8 values `q` (ins, outs) and their column scales (a quantized checkpoint's).
+    pub fn from_quantized(ins: usize, outs: usize, scales: Vec<f32>, q: &[i8]) -> Self {
+        assert!(q.len() == ins * outs && scales.len() == outs, "int8 pack: shapes");
+        let q = |k: usize, n: usize| q[k * outs + n];
+        let chunks = ins.div_ceil(64);
+        let panels = outs.div_ceil(BLOCK);
+        let mut data = vec![0i8; panels * chunks * 2 * TILE_BYTES];
+        data.par_chunks_mut(chunks * 2 * TILE_BYTES).enumerate().for_each(|(p, panel)| {
+            for (i, v) in panel.iter_mut().enumerate() {
+                let (c, t, r, j, e) = (i / 2048, (i / 1024) % 2, (i / 64) % 16, (i / 4) % 16, i % 4);
+                let (k, n) = (c * 64 + 4 * r + e, p * BLOCK + t * 16 + j);
+                if k < ins && n < outs {
+                    *v = q(k, n);
+                }
+            }
+        });
+        let mut column_sums = vec![0i32; outs];
+        for k in 0..ins {
+            column_sums.iter_mut().enumerate().for_each(|(n, s)| *s += q(k, n) as i32);
+        }
+        Int8Weights { ins, outs, chunks, data, scales, column_sums }
+    }
+
+    /// The int8 values (ins, outs) and the column scales: what a quantized checkpoint stores.
+    pub fn unpack(&self) -> (Vec<i8>, Vec<f32>) {
+        let mut q = vec![0i8; self.ins * self.outs];
+        for (i, &v) in self.data.iter().enumerate() {
+            let p = i / (self.chunks * 2 * TILE_BYTES);
+            let i = i % (self.chunks * 2 * TILE_BYTES);
+            let (c, t, r, j, e) = (i / 2048, (i / 1024) % 2, (i / 64) % 16, (i / 4) % 16, i % 4);
+            let (k, n) = (c * 64 + 4 * r + e, p * BLOCK + t * 16 + j);
+            if k < self.ins && n < self.outs {
+                q[k * self.outs + n] = v;
+            }
+        }
+        (q, self.scales.clone())
+    }
+
+    /// y = x·W + b, x quantized per row; on the tile unit with `tiles` (then GELU'd with
+    /// `gelu`), else by portable integer dot products (the same i32 sums; no GELU).
+    pub fn linear(&self, x: &[f32], rows: usize, bias: &[f32], tiles: bool, gelu: bool) -> Vec<f32> {
+        let (ins, outs) = (self.ins, self.outs);
+        assert!(x.len() == rows * ins && bias.len() == outs, "int8 linear: shapes");
+        let kp = self.chunks * 64;
+        // Without the tile unit: the weights (outs, ins) for contiguous dot products.
+        let columns = (!tiles).then(|| {
+            let (q, _) = self.unpack();
+            let mut t = vec![0i8; ins * outs];
+            for k in 0..ins {
+                for n in 0..outs {
+                    t[n * ins + k] = q[k * outs + n];
+                }
+            }
+            t
+        });
+        let mut y = vec![0f32; rows * outs];
+        for_row_blocks(&mut y, rows, outs, |first, n, y| {
+            let mut a = take_scratch(&U8_ROWS, BLOCK * kp);
+            let mut row_scale = [0f32; BLOCK];
+            let mut zero_point = [0i32; BLOCK];
+            for r in 0..BLOCK {
+                let row = &mut a[r * kp..(r + 1) * kp];
+                if r < n {
+                    let src = &x[(first + r) * ins..(first + r + 1) * ins];
+                    (row_scale[r], zero_point[r]) = quantize_row(src, &mut row[..ins]);
+                    row[ins..].fill(0);
+                } else {
+                    row.fill(0);
+                }
+            }
+            // Columns n0.. of row r from their i32 sums.
+            let dequantize = |r: usize, n0: usize, sums: &[i32], y: &mut [f32]| {
+                let (cs, ws, b) = (&self.column_sums[n0..], &self.scales[n0..], &bias[n0..]);
+                dequantize(y, sums, zero_point[r], row_scale[r], cs, ws, b);
+            };
+            match &columns {
+                None => {
+                    let tiles = Tiles::configure().expect("AMX checked by the caller");
+                    let mut out = [0i32; BLOCK * BLOCK];
+                    for p in 0..outs.div_ceil(BLOCK) {
+                        let b = &self.data[p * self.chunks * 2 * TILE_BYTES..];
+                        // SAFETY: `a` holds 32 rows of kp bytes (64·chunks); panel p holds
+                        // chunks × 2 tiles.
+                        unsafe { tiles.u8i8_block(a.as_ptr(), kp, b.as_ptr(), self.chunks, &mut out) };
+                        let n0 = p * BLOCK;
+                        let width = BLOCK.min(outs - n0);
+                        for r in 0..n {
+                            dequantize(r, n0, &out[r * BLOCK..], &mut y[r * outs + n0..r * outs + n0 + width]);
+                        }
+                    }
+                    drop(tiles);
+                    if gelu {
+                        gelu_in_place(y);
+                    }
+                }
+                Some(columns) => {
+                    let mut sums = vec![0i32; outs];
+                    for r in 0..n {
+                        let a = &a[r * kp..r * kp + ins];
+                        for (col, sum) in sums.iter_mut().enumerate() {
+                            let w = &columns[col * ins..(col + 1) * ins];
+                            *sum = a.iter().zip(w).map(|(&a, &w)| a as i32 * w as i32).sum();
+                        }
+                        dequantize(r, 0, &sums, &mut y[r * outs..(r + 1) * outs]);
+                    }
+                }
+            }
+            put_scratch(&U8_ROWS, a);
+        });
+        y
+    }
+}
+
+/// One row to uint8 with its own scale and zero point: x ≈ scale·(q − zero_point), the range
+/// widened to hold 0 (so that padding and zeros are exact); ties round to even, as ONNX's
+/// QuantizeLinear does.
+fn quantize_row(x: &[f32], q: &mut [u8]) -> (f32, i32) {
+    let (lo, hi) = row_range(x);
+    let scale = if hi > lo && (hi - lo).is_finite() { (hi - lo) / 255.0 } else { 1.0 };
+    let zero_point = (-lo / scale).round_ties_even().clamp(0.0, 255.0);
+    quantize_into(x, q, 1.0 / scale, zero_point);
+    (scale, zero_point as i32)
+}
+
+/// (min(0, min x), max(0, max x)).
+fn row_range(x: &[f32]) -> (f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { row_range_avx512(x) };
+    }
+    x.iter().fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+}
+
+/// `row_range` 16 lanes at a time: the compiler keeps `f32::min`'s NaN rule scalar.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn row_range_avx512(x: &[f32]) -> (f32, f32) {
+    use std::arch::x86_64::*;
+    let (mut lo, mut hi) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let chunks = x.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        // SAFETY: c holds 16 floats.
+        let v = unsafe { _mm512_loadu_ps(c.as_ptr()) };
+        lo = _mm512_min_ps(lo, v);
+        hi = _mm512_max_ps(hi, v);
+    }
+    let (lo, hi) = (_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi));
+    rest.iter().fold((lo, hi), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+}
+
+multiversion! {
+    /// q = clamp(round(x / scale) + zero_point, 0, 255), ties to even.
+    fn quantize_into(x: &[f32], q: &mut [u8], inverse_scale: f32, zero_point: f32) {
+        for (d, &v) in q.iter_mut().zip(x) {
+            // max/min (not clamp) also map NaN to a bound, so the unchecked conversion is always
+            // in range (`as u8` converts lane by lane).
+            #[allow(clippy::manual_clamp)]
+            let v = (v * inverse_scale + zero_point).round_ties_even().max(0.0).min(255.0);
+            // SAFETY: v is finite and in 0..=255.
+            *d = unsafe { v.to_int_unchecked::<i32>() } as u8;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
+            })
+            .collect()
+    }
+
+    fn f32_linear(x: &[f32], w: &[f32], b: &[f32], rows: usize, ins: usize, outs: usize) -> Vec<f64> {
+        let mut y = vec![0f64; rows * outs];
+        for r in 0..rows {
+            for n in 0..outs {
+                y[r * outs + n] =
+                    b[n] as f64 + (0..ins).map(|k| x[r * ins + k] as f64 * w[k * outs + n] as f64).sum::<f64>();
+            }
+        }
+        y
+    }
+
+    // Odd sizes: every padding path (rows, k and columns not multiples of the tiles).
+    const SHAPES: [(usize, usize, usize); 4] = [(1, 7, 5), (33, 70, 45), (70, 384, 1152), (5, 1536, 384)];
+
+    #[test]
+    fn packing_round_trips() {
+        for &(_, ins, outs) in &SHAPES {
+            let w = random(ins * outs, 1);
+            let packed = Bf16Weights::new(&w, ins, outs);
+            let rounded: Vec<f32> = w.iter().map(|&v| bf16_value(bf16_bits(v))).collect();
+            assert_eq!(packed.unpack(), rounded);
+            let q = Int8Weights::new(&w, ins, outs);
+            let (values, scales) = q.unpack();
+            for k in 0..ins {
+                for n in 0..outs {
+                    assert!(
+                        (values[k * outs + n] as f32 * scales[n] - w[k * outs + n]).abs() <= scales[n] * 0.5 + 1e-7
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn low_precision_products_are_close_to_f32_and_the_paths_agree() {
+        for &(rows, ins, outs) in &SHAPES {
+            let (x, w, b) = (random(rows * ins, 2), random(ins * outs, 3), random(outs, 4));
+            let exact = f32_linear(&x, &w, &b, rows, ins, outs);
+            let scale = (ins as f64).sqrt() / 3.0;
+            let bf16 = Bf16Weights::new(&w, ins, outs);
+            let int8 = Int8Weights::new(&w, ins, outs);
+            let bf16_portable = bf16.linear(&x, rows, &b, false, false);
+            let int8_portable = int8.linear(&x, rows, &b, false, false);
+            for (i, e) in exact.iter().enumerate() {
+                // bf16 keeps 8 bits of each operand; int8 about 7 of each.
+                assert!((bf16_portable[i] as f64 - e).abs() < 0.02 * scale, "bf16 {rows}x{ins}x{outs} at {i}");
+                assert!((int8_portable[i] as f64 - e).abs() < 0.05 * scale, "int8 {rows}x{ins}x{outs} at {i}");
+            }
+            if amx::available() {
+                let bf16_tiles = bf16.linear(&x, rows, &b, true, false);
+                for (t, p) in bf16_tiles.iter().zip(&bf16_portable) {
+                    assert!((t - p).abs() <= 1e-4 * (1.0 + p.abs()), "bf16 tiles {t} portable {p}");
+                }
+                // Integer sums are exact: the tile unit and the portable code agree to the bit.
+                assert_eq!(int8.linear(&x, rows, &b, true, false), int8_portable, "int8 {rows}x{ins}x{outs}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_of_zeros_and_a_constant_row_quantize_exactly() {
+        let mut q = [0u8; 4];
+        assert_eq!(quantize_row(&[0.0; 4], &mut q), (1.0, 0));
+        assert_eq!(q, [0; 4]);
+        let (scale, zp) = quantize_row(&[2.0, 2.0, 0.0, -1.0], &mut q);
+        assert_eq!(zp, 85);
+        assert!((scale * (q[0] as i32 - zp) as f32 - 2.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn bf16_rounding_is_torchs() {
+        // half's conversion is the reference: nearest even, ties included; NaN stays NaN.
+        let specials = [0.0, -0.0, 1.0, f32::MAX, f32::MIN_POSITIVE, 1e-40, f32::INFINITY, -f32::INFINITY];
+        let ties = [f32::from_bits(0x3f80_8000), f32::from_bits(0x3f81_8000), f32::from_bits(0x3f80_8001)];
+        for v in specials.into_iter().chain(ties).chain(random(10_000, 9).into_iter().map(|v| v * 1e3)) {
+            assert_eq!(bf16_bits(v), half::bf16::from_f32(v).to_bits(), "{v:e}");
+        }
+        assert!(bf16_value(bf16_bits(f32::NAN)).is_nan());
+    }
+
+    #[test]
+    fn precision_names_parse() {
+        for name in Precision::NAMES {
+            assert_eq!(name.parse::<Precision>().map(|p| p.name()), Ok(name));
+        }
+        assert!("fp16".parse::<Precision>().unwrap_err().contains("f32, bf16, int8"));
+    }
+}
