@@ -1,6 +1,7 @@
 """The torch side of `xner bench --gemm`: the same matrix products, in the same layouts, timed
-the same way (best of repeated runs over at least SECONDS), in f32 and in bf16 (oneDNN; on a
-CPU with AMX its bf16 products run on the tile unit). Reads the shapes xner wrote as JSON;
+the same way (best of repeated runs over at least SECONDS), in f32 and in bf16 as autocast
+runs them (f32 operands cast to bf16, then oneDNN's product; on a CPU with AMX it runs on the
+tile unit). Reads the shapes xner wrote as JSON;
 prints one JSON object with GFLOP/s per shape and precision.
 
     python scripts/bench_gemm.py SHAPES.json --threads 2 [--seconds 0.3]
@@ -41,17 +42,19 @@ with torch.inference_mode():
     for s in json.load(open(a.shapes)):
         row = {"name": s["name"], "m": s["m"], "k": s["k"], "n": s["n"]}
         flops = 2.0 * s["m"] * s["k"] * s["n"]
-        for name, dtype in [("f32", torch.float32), ("bf16", torch.bfloat16)]:
-            if name != "f32" and not s["inference"]:
-                continue
-            x = operand(s["m"], s["k"], s["a_transposed"], dtype)
-            w = operand(s["k"], s["n"], s["b_transposed"], dtype)
-            if name == "f32" or not s["inference"]:
+        for name in ["f32", "bf16"]:
+            x = operand(s["m"], s["k"], s["a_transposed"], torch.float32)
+            w = operand(s["k"], s["n"], s["b_transposed"], torch.float32)
+            if name == "f32":
                 fn = lambda: torch.matmul(x, w)
+            elif s["inference"]:
+                # Inference under autocast: the weight cast once (autocast's cache), the f32
+                # activations cast on each call.
+                wb = w.to(torch.bfloat16)
+                fn = lambda: torch.matmul(x.to(torch.bfloat16), wb)
             else:
-                # What autocast runs for a Linear: f32 activations cast to bf16, then the product.
-                xf = x.float()
-                fn = lambda: torch.matmul(xf.to(torch.bfloat16), w)
+                # Training under autocast: both f32 operands cast on each call.
+                fn = lambda: torch.matmul(x.to(torch.bfloat16), w.to(torch.bfloat16))
             row[name] = flops / best(fn) / 1e9
         out.append(row)
 print(json.dumps({"torch": torch.__version__, "shapes": out}))

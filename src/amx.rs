@@ -82,25 +82,32 @@ impl Tiles {
         Some(Tiles(std::marker::PhantomData))
     }
 
-    /// out (32 × 32 f32, row-major) = A · B for bf16 A and B over `chunks` chunks of 32 k.
+    /// A 32 × 32 block of C = init + A · B for bf16 A and B over `chunks` chunks of 32 k, f32
+    /// sums, written at `out` (rows `out_stride` bytes apart).
     ///
     /// A: 32 rows of bf16 from `a`, `a_stride` bytes apart; chunk c is bytes 64c..64c+64 of
-    /// each row. B: `chunks` × 2 tiles at `b`, each 16 k-pairs × 16 columns × 2 bf16.
+    /// each row. B: `chunks` × 2 tiles at `b`, each 16 k-pairs × 16 columns × 2 bf16. `init`:
+    /// two 16 × 16 f32 tiles (64-byte rows; left, then right) that the top and bottom halves
+    /// start from (a bias repeated down the rows), or zeros.
     ///
     /// # Safety
-    /// `a` must be readable for 32 rows of `64 * chunks` bytes at `a_stride`, and `b` for
-    /// `chunks * 2 * TILE_BYTES` bytes.
+    /// `a` must be readable for 32 rows of `64 * chunks` bytes at `a_stride`, `b` for
+    /// `chunks * 2 * TILE_BYTES` bytes, `init` for two tiles, and `out` writable for 32 rows of
+    /// 128 bytes at `out_stride`.
+    #[allow(clippy::too_many_arguments)]
     pub unsafe fn bf16_block(
         &self,
         a: *const u16,
         a_stride: usize,
         b: *const u16,
         chunks: usize,
-        out: &mut [f32; 1024],
+        init: Option<*const f32>,
+        out: *mut f32,
+        out_stride: usize,
     ) {
         let a = a as *const u8;
         let b = b as *const u8;
-        asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack));
+        self.start(init);
         for c in 0..chunks {
             let a0 = a.add(64 * c);
             let a1 = a0.add(16 * a_stride);
@@ -120,7 +127,25 @@ impl Tiles {
                 options(nostack, readonly),
             );
         }
-        self.store(out.as_mut_ptr() as *mut u8);
+        self.store(out as *mut u8, out_stride);
+    }
+
+    /// The accumulators from two bias tiles (left, right; top and bottom alike), or zeros.
+    unsafe fn start(&self, init: Option<*const f32>) {
+        match init {
+            Some(bias) => {
+                let (left, right) = (bias as *const u8, (bias as *const u8).add(TILE_BYTES));
+                asm!(
+                    "tileloadd tmm0, [{l} + {s} * 1]",
+                    "tileloadd tmm1, [{r} + {s} * 1]",
+                    "tileloadd tmm2, [{l} + {s} * 1]",
+                    "tileloadd tmm3, [{r} + {s} * 1]",
+                    l = in(reg) left, r = in(reg) right, s = in(reg) 64usize,
+                    options(nostack, readonly),
+                );
+            }
+            None => asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack)),
+        }
     }
 
     /// out (32 × 32 i32) = A · B for u8 A and i8 B over `chunks` chunks of 64 k (i32 sums,
@@ -151,19 +176,19 @@ impl Tiles {
                 options(nostack, readonly),
             );
         }
-        self.store(out.as_mut_ptr() as *mut u8);
+        self.store(out.as_mut_ptr() as *mut u8, 128);
     }
 
-    /// The four accumulators into a 32 × 32 block of 4-byte values (row stride 128 bytes):
+    /// The four accumulators into a 32 × 32 block of 4-byte values, rows `stride` bytes apart:
     /// tmm0 top left, tmm1 top right, tmm2 bottom left, tmm3 bottom right.
-    unsafe fn store(&self, out: *mut u8) {
+    unsafe fn store(&self, out: *mut u8, stride: usize) {
         asm!(
             "tilestored [{o0} + {s} * 1], tmm0",
             "tilestored [{o1} + {s} * 1], tmm1",
             "tilestored [{o2} + {s} * 1], tmm2",
             "tilestored [{o3} + {s} * 1], tmm3",
-            o0 = in(reg) out, o1 = in(reg) out.add(64), o2 = in(reg) out.add(16 * 128),
-            o3 = in(reg) out.add(16 * 128 + 64), s = in(reg) 128usize,
+            o0 = in(reg) out, o1 = in(reg) out.add(64), o2 = in(reg) out.add(16 * stride),
+            o3 = in(reg) out.add(16 * stride + 64), s = in(reg) stride,
             options(nostack),
         );
     }

@@ -245,6 +245,8 @@ pub fn gemm_shapes(hidden: usize, intermediate: usize, tokens: &[usize]) -> Vec<
                 inference,
             };
             shapes.push(shape("forward", (m, ins, outs), false, true));
+            // Training reads torch's (out, in) weight transposed.
+            shapes.push(GemmShape { b_transposed: true, ..shape("forward (training)", (m, ins, outs), false, false) });
             shapes.push(shape("dx", (m, outs, ins), false, false));
             shapes.push(shape("dW", (outs, m, ins), true, false));
         }
@@ -253,8 +255,9 @@ pub fn gemm_shapes(hidden: usize, intermediate: usize, tokens: &[usize]) -> Vec<
 }
 
 /// GFLOP/s of `shape` in `precision` (the best of repeated runs over at least `seconds`).
-/// bf16 and int8 time the whole inference product: rounding or quantizing the activations,
-/// the packed product, the bias.
+/// For inference shapes, bf16 and int8 time the whole inference product: rounding or
+/// quantizing the activations, the product on weights packed beforehand, the bias. For training
+/// shapes, bf16 is `train --bf16`'s product: both operands rounded and packed on every call.
 pub fn time_gemm(shape: &GemmShape, precision: crate::lowp::Precision, seconds: f64) -> f64 {
     let mut rng = Pcg64::from_seed(7);
     let mut random = |len: usize| -> Vec<f32> {
@@ -262,10 +265,21 @@ pub fn time_gemm(shape: &GemmShape, precision: crate::lowp::Precision, seconds: 
     };
     let (a, b) = (random(shape.m * shape.k), random(shape.k * shape.n));
     let bias = vec![0f32; shape.n];
-    let packed = crate::lowp::Packed::new(precision, &b, shape.k, shape.n);
-    let run = || match &packed {
-        Some(p) => p.linear(&a, shape.m, &bias, false),
-        None => crate::kernels::matmul_f32(shape.m, shape.k, shape.n, &a, shape.a_transposed, &b, shape.b_transposed),
+    let packed = if shape.inference { crate::lowp::Packed::new(precision, &b, shape.k, shape.n) } else { None };
+    fn strided(data: &[f32], rows: usize, cols: usize, transposed: bool) -> crate::lowp::Strided<'_> {
+        let (rs, cs) = if transposed { (1, rows) } else { (cols, 1) };
+        crate::lowp::Strided { data, rows, cols, rs, cs }
+    }
+    let run = || match (&packed, precision) {
+        (Some(p), _) => p.linear(&a, shape.m, &bias, false),
+        (None, crate::lowp::Precision::F32) => {
+            crate::kernels::matmul_f32(shape.m, shape.k, shape.n, &a, shape.a_transposed, &b, shape.b_transposed)
+        }
+        (None, _) => crate::lowp::matmul_bf16(
+            strided(&a, shape.m, shape.k, shape.a_transposed),
+            strided(&b, shape.k, shape.n, shape.b_transposed),
+            None,
+        ),
     };
     std::hint::black_box(run());
     let (start, mut best, mut runs) = (Instant::now(), f64::INFINITY, 0);

@@ -96,6 +96,16 @@ impl Evaluation {
     pub fn f1(&self) -> f64 {
         self.report.micro.f1
     }
+
+    /// The scores as `xner eval --json` prints them (and the Python binding returns them):
+    /// seqeval's default and strict reports, loss, counts and speed.
+    pub fn to_json(&self) -> Result<serde_json::Value> {
+        let strict = metrics::classification_report(&self.gold, &self.pred, Mode::Strict)?;
+        let words: usize = self.gold.iter().map(Vec::len).sum();
+        Ok(serde_json::json!({"f1": self.f1(), "strict_f1": strict.micro.f1, "loss": self.loss,
+            "sentences": self.gold.len(), "words_scored": words, "report": self.report, "strict_report": strict,
+            "seconds": self.seconds, "tokens": self.tokens}))
+    }
 }
 
 /// Predicts and scores with seqeval's default mode.

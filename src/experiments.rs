@@ -61,6 +61,8 @@ pub struct FineTune {
     pub device: Device,
     /// The composed ops and optimizer (what other devices run) on any device.
     pub composed: bool,
+    /// The linear layers' products in bf16 (mixed precision, `train --bf16`).
+    pub bf16: bool,
     pub checkpoints: Checkpoints,
 }
 
@@ -130,6 +132,11 @@ pub fn fine_tune(job: &FineTune) -> Result<Vec<EpochRow>> {
     }
     if job.composed {
         model.set_kernels(Kernels::Composed)?;
+    }
+    if job.bf16 {
+        // Evaluation too, as the Trainer's autocast evaluates under bf16=True.
+        model.set_kernels(Kernels::FusedBf16)?;
+        model.set_precision(Precision::Bf16)?;
     }
     let mut run = Run {
         model,
@@ -270,6 +277,7 @@ impl Setup {
             describe,
             device: self.device.clone(),
             composed: false,
+            bf16: false,
             checkpoints: self.checkpoints,
         }
     }

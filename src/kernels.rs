@@ -15,6 +15,8 @@
 use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+
+use crate::lowp::{matmul_bf16, Strided};
 use rayon::prelude::*;
 
 type CResult<T> = candle_core::Result<T>;
@@ -409,15 +411,22 @@ fn linear_bwd(
     x: &[f32],
     w: &[f32],
     dy: &[f32],
-    rows: usize,
-    ins: usize,
-    outs: usize,
+    (rows, ins, outs): (usize, usize, usize),
+    bf16: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let dy_m = View::rows(dy, rows, outs);
-    let mut dx = vec![0f32; rows * ins];
-    gemm_into(&mut dx, false, dy_m, View::rows(w, outs, ins));
-    let mut dw = vec![0f32; outs * ins];
-    gemm_into(&mut dw, false, dy_m.t(), View::rows(x, rows, ins));
+    let (dx, dw) = if bf16 {
+        let strided = |data, rows, cols, rs, cs| Strided { data, rows, cols, rs, cs };
+        let dx = matmul_bf16(strided(dy, rows, outs, outs, 1), strided(w, outs, ins, ins, 1), None);
+        let dw = matmul_bf16(strided(dy, outs, rows, 1, outs), strided(x, rows, ins, ins, 1), None);
+        (dx, dw)
+    } else {
+        let dy_m = View::rows(dy, rows, outs);
+        let mut dx = vec![0f32; rows * ins];
+        gemm_into(&mut dx, false, dy_m, View::rows(w, outs, ins));
+        let mut dw = vec![0f32; outs * ins];
+        gemm_into(&mut dw, false, dy_m.t(), View::rows(x, rows, ins));
+        (dx, dw)
+    };
     let partials: Vec<Vec<f32>> = dy
         .par_chunks(outs * ROWS_PER_TASK)
         .map(|rows| {
@@ -456,6 +465,8 @@ fn linear_dims(xl: &Layout, wl: &Layout, bl: &Layout) -> CResult<(usize, usize, 
 /// `torch.nn.Linear`, optionally followed by exact GELU in the same pass over the output.
 struct Linear {
     gelu: bool,
+    /// Products in bf16 (operands rounded, f32 sums), forward and backward: `train --bf16`.
+    bf16: bool,
     /// Whether backward can run (an input is tracked): only then is `pre` kept.
     save: bool,
     /// With `gelu`: the pre-activation x Wᵀ + b, kept for backward.
@@ -482,7 +493,12 @@ impl CustomOp3 for Linear {
     ) -> CResult<(CpuStorage, Shape)> {
         let (x, w, b) = (slice(xs, xl, self.name())?, slice(ws, wl, self.name())?, slice(bs, bl, self.name())?);
         let (rows, ins, outs, shape) = linear_dims(xl, wl, bl)?;
-        let mut pre = linear_fwd(x, View::rows(w, outs, ins).t(), b, rows);
+        let mut pre = if self.bf16 {
+            let x = Strided { data: x, rows, cols: ins, rs: ins, cs: 1 };
+            matmul_bf16(x, Strided { data: w, rows: ins, cols: outs, rs: 1, cs: ins }, Some(b))
+        } else {
+            linear_fwd(x, View::rows(w, outs, ins).t(), b, rows)
+        };
         if !self.gelu {
             return Ok((CpuStorage::F32(pre), shape));
         }
@@ -509,7 +525,7 @@ impl CustomOp3 for Linear {
             with_data(x, |x| {
                 with_data(w, |w| {
                     if !self.gelu {
-                        return Ok(linear_bwd(x, w, dy, rows, ins, outs));
+                        return Ok(linear_bwd(x, w, dy, (rows, ins, outs), self.bf16));
                     }
                     let pre = saved(&self.pre, self.name())?;
                     if pre.len() != dy.len() {
@@ -519,7 +535,7 @@ impl CustomOp3 for Linear {
                     dpre.par_chunks_mut(4096)
                         .zip(pre.par_chunks(4096).zip(dy.par_chunks(4096)))
                         .for_each(|(dx, (x, dy))| gelu_bwd(x, dy, dx));
-                    Ok(linear_bwd(x, w, &dpre, rows, ins, outs))
+                    Ok(linear_bwd(x, w, &dpre, (rows, ins, outs), self.bf16))
                 })
             })
         })?;
@@ -534,14 +550,26 @@ impl CustomOp3 for Linear {
 
 /// y = x Wᵀ + b over the last dimension of `x`; `w` is (out, in), `b` (out,).
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
-    x.contiguous()?.apply_op3(w, b, Linear { gelu: false, save: false, pre: Default::default() })
+    x.contiguous()?.apply_op3(w, b, Linear { gelu: false, bf16: false, save: false, pre: Default::default() })
 }
 
 /// GELU(x Wᵀ + b) (BERT's intermediate layer) in one op: the activation is applied as the
 /// product's output is read, and backward needs no separate GELU node.
 pub fn linear_gelu(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
     let save = x.track_op() || w.track_op() || b.track_op();
-    x.contiguous()?.apply_op3(w, b, Linear { gelu: true, save, pre: Default::default() })
+    x.contiguous()?.apply_op3(w, b, Linear { gelu: true, bf16: false, save, pre: Default::default() })
+}
+
+/// `linear` with its products in bf16, forward and backward (mixed precision: the weights,
+/// their gradients and everything else stay f32).
+pub fn linear_bf16(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op3(w, b, Linear { gelu: false, bf16: true, save: false, pre: Default::default() })
+}
+
+/// `linear_gelu` with its products in bf16, forward and backward.
+pub fn linear_gelu_bf16(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    let save = x.track_op() || w.track_op() || b.track_op();
+    x.contiguous()?.apply_op3(w, b, Linear { gelu: true, bf16: true, save, pre: Default::default() })
 }
 
 /// Inference only: act(x·W + b) with W packed in bf16 or int8 (`lowp`), act GELU with `gelu`.

@@ -181,15 +181,6 @@ fn put_scratch<T: 'static>(key: &'static std::thread::LocalKey<std::cell::Cell<V
 }
 
 multiversion! {
-    /// dst = src + bias, elementwise (the product's epilogue).
-    fn add_bias(dst: &mut [f32], src: &[f32], bias: &[f32]) {
-        for ((d, &v), &b) in dst.iter_mut().zip(src).zip(bias) {
-            *d = v + b;
-        }
-    }
-}
-
-multiversion! {
     /// y = row_scale·w_scale·(Σ q_x·q_w − zero_point·Σ q_w) + b: an int8 product's sums back
     /// to f32 for a run of columns (their scales, column sums and biases).
     fn dequantize(y: &mut [f32], sums: &[i32], zero_point: i32, row_scale: f32, column_sums: &[i32], scales: &[f32], bias: &[f32]) {
@@ -214,15 +205,60 @@ const BF16_PER_TILE: usize = TILE_BYTES / 2;
 impl Bf16Weights {
     pub fn new(w: &[f32], ins: usize, outs: usize) -> Self {
         assert_eq!(w.len(), ins * outs, "bf16 pack: weight shape");
+        Self::pack(&bf16_rows(Strided { data: w, rows: ins, cols: outs, rs: outs, cs: 1 }), ins, outs)
+    }
+
+    /// Packs W given in bf16, row-major (ins, outs): per tile row, two rows of W interleaved.
+    fn pack(w: &[u16], ins: usize, outs: usize) -> Self {
         let chunks = ins.div_ceil(32);
         let panels = outs.div_ceil(BLOCK);
         let mut data = vec![0u16; panels * chunks * 2 * BF16_PER_TILE];
         data.par_chunks_mut(chunks * 2 * BF16_PER_TILE).enumerate().for_each(|(p, panel)| {
-            for (i, v) in panel.iter_mut().enumerate() {
-                let (c, t, r, j, e) = (i / 1024, (i / 512) % 2, (i / 32) % 16, (i / 2) % 16, i % 2);
-                let (k, n) = (c * 32 + 2 * r + e, p * BLOCK + t * 16 + j);
-                if k < ins && n < outs {
-                    *v = bf16_bits(w[k * outs + n]);
+            for (i, tile) in panel.chunks_mut(BF16_PER_TILE).enumerate() {
+                let (c, t) = (i / 2, i % 2);
+                let n0 = p * BLOCK + t * 16;
+                if n0 >= outs {
+                    continue;
+                }
+                let width = 16.min(outs - n0);
+                for r in 0..16 {
+                    for e in 0..2 {
+                        let k = c * 32 + 2 * r + e;
+                        if k < ins {
+                            let src = &w[k * outs + n0..k * outs + n0 + width];
+                            let dst = &mut tile[r * 32..r * 32 + 32];
+                            for (j, &v) in src.iter().enumerate() {
+                                dst[2 * j + e] = v;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Bf16Weights { ins, outs, chunks, data }
+    }
+
+    /// Packs W = Mᵀ for M (outs, ins) row-major with row stride `stride` (torch's Linear
+    /// weight): the pairs of k a tile row holds are adjacent in M's rows, so each tile is 16
+    /// rows of M converted along memory, then transposed as 32-bit pairs.
+    fn pack_transposed(m: &[f32], stride: usize, ins: usize, outs: usize) -> Self {
+        let chunks = ins.div_ceil(32);
+        let panels = outs.div_ceil(BLOCK);
+        let mut data = vec![0u16; panels * chunks * 2 * BF16_PER_TILE];
+        data.par_chunks_mut(chunks * 2 * BF16_PER_TILE).enumerate().for_each(|(p, panel)| {
+            let mut row = [0u16; 32];
+            for (i, tile) in panel.chunks_mut(BF16_PER_TILE).enumerate() {
+                let (c, t) = (i / 2, i % 2);
+                let (k0, n0) = (c * 32, p * BLOCK + t * 16);
+                let width = 32.min(ins.saturating_sub(k0));
+                for j in 0..16.min(outs.saturating_sub(n0)) {
+                    let src = &m[(n0 + j) * stride + k0..(n0 + j) * stride + k0 + width];
+                    to_bf16(src, &mut row[..width]);
+                    row[width..].fill(0);
+                    for r in 0..16 {
+                        tile[r * 32 + 2 * j] = row[2 * r];
+                        tile[r * 32 + 2 * j + 1] = row[2 * r + 1];
+                    }
                 }
             }
         });
@@ -253,7 +289,34 @@ impl Bf16Weights {
             let rounded: Vec<f32> = x.par_iter().map(|&v| bf16_value(bf16_bits(v))).collect();
             return crate::kernels::linear_rows(&rounded, &self.unpack(), bias, rows, ins, outs);
         }
+        self.product(rows, Some(bias), gelu, |row, dst| to_bf16(&x[row * ins..(row + 1) * ins], dst))
+    }
+
+    /// y = act(A·W + b) on the tile unit, A's row i written in bf16 by `row_of(i, dst)`.
+    fn product(
+        &self,
+        rows: usize,
+        bias: Option<&[f32]>,
+        gelu: bool,
+        row_of: impl Fn(usize, &mut [u16]) + Sync,
+    ) -> Vec<f32> {
+        let (ins, outs) = (self.ins, self.outs);
         let kp = self.chunks * 32;
+        // Per panel, two 16 × 16 tiles of its bias down the rows: the sums start from them.
+        let bias_tiles = bias.map(|bias| {
+            let mut tiles = vec![0f32; outs.div_ceil(BLOCK) * 2 * 256];
+            for (i, tile) in tiles.chunks_mut(256).enumerate() {
+                let n0 = i * 16;
+                let width = 16.min(outs.saturating_sub(n0));
+                if width == 0 {
+                    continue;
+                }
+                for row in tile.chunks_mut(16) {
+                    row[..width].copy_from_slice(&bias[n0..n0 + width]);
+                }
+            }
+            tiles
+        });
         let mut y = vec![0f32; rows * outs];
         for_row_blocks(&mut y, rows, outs, |first, n, y| {
             // This block's rows in bf16, k padded with zeros, 32 rows (zeros past the end).
@@ -261,7 +324,7 @@ impl Bf16Weights {
             for r in 0..BLOCK {
                 let row = &mut a[r * kp..(r + 1) * kp];
                 if r < n {
-                    to_bf16(&x[(first + r) * ins..(first + r + 1) * ins], &mut row[..ins]);
+                    row_of(first + r, &mut row[..ins]);
                     row[ins..].fill(0);
                 } else {
                     row.fill(0);
@@ -271,13 +334,24 @@ impl Bf16Weights {
             let mut out = [0f32; BLOCK * BLOCK];
             for p in 0..outs.div_ceil(BLOCK) {
                 let b = &self.data[p * self.chunks * 2 * BF16_PER_TILE..];
-                // SAFETY: `a` holds 32 rows of kp bf16 (2·kp bytes apart, 64·chunks bytes each);
-                // panel p holds chunks × 2 tiles.
-                unsafe { tiles.bf16_block(a.as_ptr(), 2 * kp, b.as_ptr(), self.chunks, &mut out) };
+                let init = bias_tiles.as_ref().map(|t| t[p * 2 * 256..].as_ptr());
                 let n0 = p * BLOCK;
                 let width = BLOCK.min(outs - n0);
+                if n == BLOCK && width == BLOCK {
+                    // A whole block: straight into y, the bias already in the sums.
+                    // SAFETY: `a` holds 32 rows of kp bf16 (2·kp bytes apart, 64·chunks bytes
+                    // each); panel p holds chunks × 2 tiles; `init` two tiles; y has 32 rows of
+                    // `outs` floats with columns n0..n0 + 32 inside them.
+                    unsafe {
+                        let dst = y.as_mut_ptr().add(n0);
+                        tiles.bf16_block(a.as_ptr(), 2 * kp, b.as_ptr(), self.chunks, init, dst, 4 * outs);
+                    }
+                    continue;
+                }
+                // SAFETY: as above, into the 32 × 32 scratch block (128-byte rows).
+                unsafe { tiles.bf16_block(a.as_ptr(), 2 * kp, b.as_ptr(), self.chunks, init, out.as_mut_ptr(), 128) };
                 for r in 0..n {
-                    add_bias(&mut y[r * outs + n0..r * outs + n0 + width], &out[r * BLOCK..], &bias[n0..]);
+                    y[r * outs + n0..r * outs + n0 + width].copy_from_slice(&out[r * BLOCK..r * BLOCK + width]);
                 }
             }
             drop(tiles);
@@ -288,6 +362,77 @@ impl Bf16Weights {
         });
         y
     }
+}
+
+/// A read-only f32 matrix in a slice: element (i, j) at `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub struct Strided<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl Strided<'_> {
+    #[inline(always)]
+    fn at(&self, i: usize, j: usize) -> f32 {
+        self.data[i * self.rs + j * self.cs]
+    }
+}
+
+/// `m` in bf16, row-major (rows × cols), whatever its strides: a transposed view is copied in
+/// blocks of 32 rows, so that its reads run along memory.
+fn bf16_rows(m: Strided) -> Vec<u16> {
+    let mut out = vec![0u16; m.rows * m.cols];
+    if m.cols == 0 {
+        return out;
+    }
+    if m.cs == 1 {
+        out.par_chunks_mut(m.cols).enumerate().for_each(|(i, row)| to_bf16(&m.data[i * m.rs..i * m.rs + m.cols], row));
+        return out;
+    }
+    // 32 × 64 blocks: 8 KiB read along memory, 4 KiB written, both in L1.
+    out.par_chunks_mut(32 * m.cols).enumerate().for_each(|(block, rows)| {
+        let i0 = 32 * block;
+        let n = rows.len() / m.cols;
+        for j0 in (0..m.cols).step_by(64) {
+            for j in j0..(j0 + 64).min(m.cols) {
+                for i in 0..n {
+                    rows[i * m.cols + j] = bf16_bits(m.at(i0 + i, j));
+                }
+            }
+        }
+    });
+    out
+}
+
+/// C = A·B (+ bias on each row) with both operands rounded to bf16 and f32 sums: the products
+/// of `train --bf16`, forward and backward, as torch's autocast computes them. B is packed for
+/// the tile unit on each call (weights change every step); without AMX, the f32 GEMM runs on
+/// the rounded operands.
+pub fn matmul_bf16(a: Strided, b: Strided, bias: Option<&[f32]>) -> Vec<f32> {
+    assert_eq!(a.cols, b.rows, "matmul_bf16: inner dimensions");
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let a16 = bf16_rows(a);
+    let packed = if b.rs == 1 && b.cs >= k {
+        Bf16Weights::pack_transposed(b.data, b.cs, k, n)
+    } else {
+        Bf16Weights::pack(&bf16_rows(b), k, n)
+    };
+    if amx::available() {
+        return packed.product(m, bias, false, |i, dst| dst.copy_from_slice(&a16[i * k..(i + 1) * k]));
+    }
+    let rounded: Vec<f32> = a16.into_par_iter().map(bf16_value).collect();
+    let zeros;
+    let bias = match bias {
+        Some(b) => b,
+        None => {
+            zeros = vec![0f32; n];
+            &zeros
+        }
+    };
+    crate::kernels::linear_rows(&rounded, &packed.unpack(), bias, m, k, n)
 }
 
 // ---- int8 ------------------------------------------------------------------------------------
@@ -572,6 +717,27 @@ mod tests {
                 }
                 // Integer sums are exact: the tile unit and the portable code agree to the bit.
                 assert_eq!(int8.linear(&x, rows, &b, true, false), int8_portable, "int8 {rows}x{ins}x{outs}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_training_product_reads_transposed_operands() {
+        // C (m, n) = A·B with A and B stored transposed, against the rounded operands in f64.
+        let (m, k, n) = (37, 70, 45);
+        let (at, bt) = (random(k * m, 5), random(n * k, 6));
+        let a = Strided { data: &at, rows: m, cols: k, rs: 1, cs: m };
+        let b = Strided { data: &bt, rows: k, cols: n, rs: 1, cs: k };
+        let bias = random(n, 7);
+        let round = |v: f32| bf16_value(bf16_bits(v)) as f64;
+        for bias in [None, Some(&bias[..])] {
+            let c = matmul_bf16(a, b, bias);
+            for i in 0..m {
+                for j in 0..n {
+                    let exact = (0..k).map(|l| round(a.at(i, l)) * round(b.at(l, j))).sum::<f64>()
+                        + bias.map_or(0.0, |b| b[j] as f64);
+                    assert!((c[i * n + j] as f64 - exact).abs() < 1e-4, "({i}, {j})");
+                }
             }
         }
     }

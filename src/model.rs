@@ -152,6 +152,9 @@ impl DropoutRng {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernels {
     Fused,
+    /// The fused kernels with the linear layers' products in bf16, forward and backward
+    /// (`train --bf16`: operands rounded to bf16, sums, weights and optimizer state in f32).
+    FusedBf16,
     Composed,
 }
 
@@ -161,7 +164,7 @@ macro_rules! dispatch {
         impl Kernels {
             $(fn $name(self, $($arg: $ty),*) -> Result<Tensor> {
                 Ok(match self {
-                    Kernels::Fused => kernels::$name($($arg),*)?,
+                    Kernels::Fused | Kernels::FusedBf16 => kernels::$name($($arg),*)?,
                     Kernels::Composed => composed::$name($($arg),*)?,
                 })
             })*
@@ -171,8 +174,6 @@ macro_rules! dispatch {
 
 dispatch! {
     layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64);
-    linear(x: &Tensor, w: &Tensor, b: &Tensor);
-    linear_gelu(x: &Tensor, w: &Tensor, b: &Tensor);
     linear_transposed(x: &Tensor, wt: &Tensor, b: &Tensor, gelu: bool);
     mask_mul(x: &Tensor, mask: Arc<Vec<f32>>);
     residual_dropout(branch: &Tensor, residual: &Tensor, keep: Option<Arc<Vec<f32>>>);
@@ -180,6 +181,22 @@ dispatch! {
 }
 
 impl Kernels {
+    fn linear(self, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Kernels::Fused => kernels::linear(x, w, b)?,
+            Kernels::FusedBf16 => kernels::linear_bf16(x, w, b)?,
+            Kernels::Composed => composed::linear(x, w, b)?,
+        })
+    }
+
+    fn linear_gelu(self, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Kernels::Fused => kernels::linear_gelu(x, w, b)?,
+            Kernels::FusedBf16 => kernels::linear_gelu_bf16(x, w, b)?,
+            Kernels::Composed => composed::linear_gelu(x, w, b)?,
+        })
+    }
+
     /// The fused kernels on the CPU, the composed ops elsewhere.
     pub fn for_device(device: &Device) -> Kernels {
         if device.is_cpu() {
@@ -655,7 +672,7 @@ impl TokenClassifier {
     /// Chooses the ops' implementation: the composed ops run anywhere, the fused kernels on the
     /// CPU only.
     pub fn set_kernels(&mut self, kernels: Kernels) -> Result<()> {
-        if kernels == Kernels::Fused && !self.device().is_cpu() {
+        if kernels != Kernels::Composed && !self.device().is_cpu() {
             return Err(Error::Usage(format!(
                 "the fused kernels run on the CPU only, the model is on {:?}",
                 self.device()
@@ -671,7 +688,7 @@ impl TokenClassifier {
     /// The number format of the linear layers in inference: bf16 and int8 pack the weights
     /// (on the next inference pass) for the fused CPU kernels; training stays in f32.
     pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
-        if precision != Precision::F32 && self.kernels != Kernels::Fused {
+        if precision != Precision::F32 && self.kernels == Kernels::Composed {
             return Err(Error::Usage(format!(
                 "--precision {precision} runs on the CPU only (the model is on {:?})",
                 self.device()

@@ -44,6 +44,9 @@ pub struct BenchArgs {
     /// the fusion is worth.
     #[arg(long)]
     pub composed: bool,
+    /// Training steps with the linear layers' products in bf16 (`train --bf16`).
+    #[arg(long, conflicts_with = "composed")]
+    pub bf16: bool,
     #[arg(long)]
     pub json: bool,
     /// Time the model's matrix products instead (every linear layer forward, and its two
@@ -77,6 +80,9 @@ pub fn run(args: &BenchArgs, device: &Device) -> Result<()> {
     let mut model = TokenClassifier::load(&dir, Some(labels.names()), 0, device)?;
     if args.composed {
         model.set_kernels(xner::model::Kernels::Composed)?;
+    }
+    if args.bf16 {
+        model.set_kernels(xner::model::Kernels::FusedBf16)?;
     }
     model.set_precision(args.precision.precision)?;
     let (batches, what) = match args.sentences {
@@ -205,8 +211,11 @@ fn run_gemm(args: &BenchArgs) -> Result<()> {
     let mut rows = vec![];
     let mut out = vec![];
     for (i, shape) in shapes.iter().enumerate() {
-        let precisions: &[Precision] =
-            if shape.inference { &[Precision::F32, Precision::Bf16, Precision::Int8] } else { &[Precision::F32] };
+        let precisions: &[Precision] = if shape.inference {
+            &[Precision::F32, Precision::Bf16, Precision::Int8]
+        } else {
+            &[Precision::F32, Precision::Bf16]
+        };
         let theirs = torch.as_ref().map(|t| &t["shapes"][i]);
         let mut entry = serde_json::json!({"shape": shape});
         for &p in precisions {

@@ -10,7 +10,6 @@ use clap::Args;
 use super::{read_corpus_file, CorpusArgs, DataArgs, PrecisionArgs, WindowArgs};
 use xner::eval::Evaluation;
 use xner::experiments::Evaluator;
-use xner::metrics::{self, Mode};
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -43,15 +42,6 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
-/// F1 (default and strict), loss, sizes and both reports as JSON.
-pub fn results_json(eval: &Evaluation) -> Result<serde_json::Value> {
-    let strict = metrics::classification_report(&eval.gold, &eval.pred, Mode::Strict)?;
-    let words: usize = eval.gold.iter().map(Vec::len).sum();
-    Ok(serde_json::json!({"f1": eval.f1(), "strict_f1": strict.micro.f1, "loss": eval.loss,
-        "sentences": eval.gold.len(), "words_scored": words, "report": eval.report, "strict_report": strict,
-        "seconds": eval.seconds, "tokens": eval.tokens}))
-}
-
 pub fn run(args: &EvalArgs, device: &Device) -> Result<()> {
     args.window.validate()?;
     let model_dir = xner::hub::resolve_model(&args.model)?;
@@ -73,7 +63,7 @@ pub fn run(args: &EvalArgs, device: &Device) -> Result<()> {
     let mut results = serde_json::Map::new();
     let mut strict_f1 = vec![];
     for (name, eval) in &evals {
-        let json = results_json(eval)?;
+        let json = eval.to_json()?;
         strict_f1.push(json["strict_f1"].as_f64().unwrap_or(f64::NAN));
         if !args.json {
             let words: usize = eval.gold.iter().map(Vec::len).sum();

@@ -75,6 +75,11 @@ pub struct TrainArgs {
     /// to check that path, or to compare it with the fused CPU kernels.
     #[arg(long)]
     pub composed: bool,
+    /// Mixed precision as the Trainer's `bf16=True`: the linear layers' products in bf16
+    /// (forward and backward, f32 sums; on the AMX tile unit where the CPU has one), with f32
+    /// weights, gradients, AdamW moments, LayerNorm, softmax and loss.
+    #[arg(long, conflicts_with = "composed")]
+    pub bf16: bool,
 }
 
 /// The training and validation corpora: the user's files, or PAN-X's Swiss splits.
@@ -135,6 +140,7 @@ pub fn run(args: &TrainArgs, device: &Device) -> Result<()> {
         describe,
         device: device.clone(),
         composed: args.composed,
+        bf16: args.bf16,
     };
     let start = std::time::Instant::now();
     let rows = xner::experiments::fine_tune(&job)?;
@@ -151,7 +157,7 @@ pub fn run(args: &TrainArgs, device: &Device) -> Result<()> {
         let eval = evaluator.evaluate(&corpus)?;
         println!("test {} ({} sentences)", test.display(), corpus.len());
         println!("{}", eval.report.to_text());
-        let json = super::eval::results_json(&eval)?;
+        let json = eval.to_json()?;
         std::fs::write(args.out.join("test_results.json"), serde_json::to_string_pretty(&json)?)?;
     }
     Ok(())
