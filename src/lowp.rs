@@ -722,6 +722,18 @@ mod tests {
     }
 
     #[test]
+    fn a_transposed_view_converts_to_its_transpose() {
+        // Sizes across several 64 × 64 blocks with ragged edges, and a single row and column.
+        for (rows, cols) in [(130, 200), (1, 77), (77, 1), (64, 64)] {
+            let data = random(rows * cols, 11);
+            let view = Strided { data: &data, rows, cols, rs: 1, cs: rows };
+            let expected: Vec<u16> =
+                (0..rows).flat_map(|i| (0..cols).map(move |j| (i, j))).map(|(i, j)| bf16_bits(view.at(i, j))).collect();
+            assert_eq!(bf16_rows(view), expected, "{rows}x{cols}");
+        }
+    }
+
+    #[test]
     fn the_training_product_reads_transposed_operands() {
         // C (m, n) = A·B with A and B stored transposed, against the rounded operands in f64.
         let (m, k, n) = (37, 70, 45);
