@@ -19,6 +19,10 @@ use xner::lowp::Precision;
 use xner::pipeline::{Aggregation, Entity};
 use xner::train::{Checkpoints, TrainOptions};
 
+// The signatures below spell the default window stride as a literal, so that Python's
+// `inspect.signature` (and the stubs) show it; it is the CLI's default.
+const _: () = assert!(DEFAULT_STRIDE == 128);
+
 /// The library's error as the Python exception a user expects: a missing file is a
 /// `FileNotFoundError`, an interrupted run a `KeyboardInterrupt`, a tensor failure a
 /// `RuntimeError`, anything the user passed or wrote wrong a `ValueError`.
@@ -120,7 +124,7 @@ struct Tagger {
 impl Tagger {
     #[new]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (model_dir, device = "cpu", precision = "f32", aggregation = "simple", batch_size = 24, max_length = None, stride = DEFAULT_STRIDE))]
+    #[pyo3(signature = (model_dir, device = "cpu", precision = "f32", aggregation = "simple", batch_size = 24, max_length = None, stride = 128))]
     fn new(
         py: Python<'_>,
         model_dir: PathBuf,
@@ -272,7 +276,7 @@ fn read_corpus<'py>(
 #[pyfunction]
 #[pyo3(signature = (model, train, validation, out, *, test = None, epochs = 3, batch_size = 24, learning_rate = 5e-5,
     weight_decay = 0.01, seed = 42, group_by_length = true, bf16 = false, max_train_samples = None,
-    max_eval_samples = None, max_length = None, stride = DEFAULT_STRIDE, label_all_subwords = false,
+    max_eval_samples = None, max_length = None, stride = 128, label_all_subwords = false,
     checkpoints = "keep", resume = None, format = None, scheme = None, labels = None, device = "cpu", progress = true))]
 #[allow(clippy::too_many_arguments)]
 fn train<'py>(
@@ -379,7 +383,7 @@ fn train<'py>(
 /// Scores a trained model on a corpus file: seqeval's report (as `xner eval --json`), loss,
 /// counts and speed.
 #[pyfunction]
-#[pyo3(signature = (model, file, *, batch_size = 24, precision = "f32", max_length = None, stride = DEFAULT_STRIDE,
+#[pyo3(signature = (model, file, *, batch_size = 24, precision = "f32", max_length = None, stride = 128,
     max_samples = None, format = None, scheme = None, device = "cpu", progress = true))]
 #[allow(clippy::too_many_arguments)]
 fn evaluate<'py>(

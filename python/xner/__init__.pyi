@@ -11,7 +11,7 @@ Aggregation = Literal["words", "none", "simple", "first", "average", "max"]
 Format = Literal["columns", "jsonl", "parquet"]
 Scheme = Literal["iob1", "iob2", "bioes", "bilou"]
 
-class Entity(TypedDict, total=False):
+class _EntityFields(TypedDict):
     label: str
     """The entity type (for aggregation="none": the subword's B-/I- tag)."""
     text: str
@@ -22,6 +22,8 @@ class Entity(TypedDict, total=False):
     """Character offset after the last character."""
     score: float
     """The pipeline's score: the mean (or, per strategy, max) probability of the label."""
+
+class Entity(_EntityFields, total=False):
     index: int
     """The subword's position (aggregation="none" only)."""
 
