@@ -901,7 +901,7 @@ fn erf(x: f32) -> f32 {
 
 /// Φ(x), the standard normal CDF.
 #[inline(always)]
-fn gelu_cdf(x: f32) -> f32 {
+pub(crate) fn gelu_cdf(x: f32) -> f32 {
     (erf(x * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5
 }
 
