@@ -260,6 +260,62 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> candle_core::
     x.contiguous()?.apply_op3(w, b, LayerNorm { eps: eps as f32 })
 }
 
+multiversion! {
+    /// y = LayerNorm(branch + residual) over whole rows of width w.len(): the sum is made in
+    /// y's row, then normalised there (the same arithmetic as `residual_dropout` without
+    /// dropout followed by `layer_norm_rows`).
+    fn add_layer_norm_rows(branch: &[f32], residual: &[f32], y: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+        let h = w.len();
+        for (y, (branch, residual)) in y.chunks_mut(h).zip(branch.chunks(h).zip(residual.chunks(h))) {
+            for i in 0..h {
+                y[i] = branch[i] + residual[i];
+            }
+            let (mean, rstd) = row_stats(y, eps);
+            for i in 0..h {
+                y[i] = (y[i] - mean) * rstd * w[i] + b[i];
+            }
+        }
+    }
+}
+
+/// Inference only: LayerNorm(branch + residual), a sub-layer's skip connection and norm in one
+/// pass over the rows (one output, one parallel region, where the two ops made two of each).
+pub fn add_layer_norm(
+    branch: &Tensor,
+    residual: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    eps: f64,
+) -> candle_core::Result<Tensor> {
+    if [branch, residual, w, b].iter().any(|t| t.track_op()) {
+        candle_core::bail!("add_layer_norm is for inference: its inputs must not be tracked")
+    }
+    if branch.dims() != residual.dims() || branch.dims().last() != Some(&w.elem_count()) {
+        candle_core::bail!(
+            "add_layer_norm: branch {:?}, residual {:?}, weight {:?}",
+            branch.dims(),
+            residual.dims(),
+            w.dims()
+        )
+    }
+    let (branch, residual) = (branch.contiguous()?, residual.contiguous()?);
+    let h = w.elem_count();
+    let y = with_data(&branch, |br| {
+        with_data(&residual, |re| {
+            with_data(w, |w| {
+                with_data(b, |b| {
+                    let mut y = vec![0f32; br.len()];
+                    y.par_chunks_mut(h * ROWS_PER_TASK)
+                        .zip(br.par_chunks(h * ROWS_PER_TASK).zip(re.par_chunks(h * ROWS_PER_TASK)))
+                        .for_each(|(y, (br, re))| add_layer_norm_rows(br, re, y, w, b, eps as f32));
+                    Ok(y)
+                })
+            })
+        })
+    })?;
+    Tensor::from_vec(y, branch.shape(), branch.device())
+}
+
 // ---- matrix products through gemm -----------------------------------------------------------
 
 /// A read-only matrix in a slice: element (i, j) at `data[i * rs + j * cs]`.

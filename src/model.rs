@@ -551,8 +551,25 @@ impl TokenClassifier {
             Some(f) => f.attention_output.forward(ops, &context, &grad.param(&a.output.bias), false)?,
             None => a.output.forward(&context, grad, ops)?,
         };
-        let out = ops.add_dropout(&projected, x, self.config.hidden_dropout_prob, rng)?;
-        a.layer_norm.forward(&out, grad, ops)
+        self.residual_norm(&projected, x, &a.layer_norm, rng, grad)
+    }
+
+    /// LayerNorm(dropout(branch) + residual): in inference with the fused kernels, one op.
+    fn residual_norm(
+        &self,
+        branch: &Tensor,
+        residual: &Tensor,
+        norm: &LayerNorm,
+        rng: &mut Option<&mut DropoutRng>,
+        grad: Grad<'_>,
+    ) -> Result<Tensor> {
+        let ops = self.kernels;
+        if let (Grad::Off(_), None, Kernels::Fused | Kernels::FusedBf16) = (grad, rng.as_ref(), ops) {
+            let (w, b) = (grad.param(&norm.weight), grad.param(&norm.bias));
+            return Ok(crate::kernels::add_layer_norm(branch, residual, &w, &b, norm.eps)?);
+        }
+        let out = ops.add_dropout(branch, residual, self.config.hidden_dropout_prob, rng)?;
+        norm.forward(&out, grad, ops)
     }
 
     fn layer(
@@ -574,8 +591,7 @@ impl TokenClassifier {
             }
             None => o.forward(&ops.linear_gelu(&x, &grad.param(&i.weight), &grad.param(&i.bias))?, grad, ops)?,
         };
-        let out = ops.add_dropout(&out, &x, self.config.hidden_dropout_prob, rng)?;
-        l.layer_norm.forward(&out, grad, ops)
+        self.residual_norm(&out, &x, &l.layer_norm, rng, grad)
     }
 
     /// The encoder's last hidden states (batch, seq, hidden); zeros on padding. No autograd
