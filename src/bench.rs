@@ -266,9 +266,14 @@ pub fn time_gemm(shape: &GemmShape, precision: crate::lowp::Precision, seconds: 
     let (a, b) = (random(shape.m * shape.k), random(shape.k * shape.n));
     let bias = vec![0f32; shape.n];
     let packed = if shape.inference { crate::lowp::Packed::new(precision, &b, shape.k, shape.n) } else { None };
-    fn strided(data: &[f32], rows: usize, cols: usize, transposed: bool) -> crate::lowp::Strided<'_> {
-        let (rs, cs) = if transposed { (1, rows) } else { (cols, 1) };
-        crate::lowp::Strided { data, rows, cols, rs, cs }
+    // A transposed operand (rows, cols) is stored as its transpose, row-major.
+    fn view(data: &[f32], rows: usize, cols: usize, transposed: bool) -> crate::kernels::View<'_> {
+        use crate::kernels::View;
+        if transposed {
+            View::rows(data, cols, rows).t()
+        } else {
+            View::rows(data, rows, cols)
+        }
     }
     let run = || match (&packed, precision) {
         (Some(p), _) => p.linear(&a, shape.m, &bias, false),
@@ -276,8 +281,8 @@ pub fn time_gemm(shape: &GemmShape, precision: crate::lowp::Precision, seconds: 
             crate::kernels::matmul_f32(shape.m, shape.k, shape.n, &a, shape.a_transposed, &b, shape.b_transposed)
         }
         (None, _) => crate::lowp::matmul_bf16(
-            strided(&a, shape.m, shape.k, shape.a_transposed),
-            strided(&b, shape.k, shape.n, shape.b_transposed),
+            view(&a, shape.m, shape.k, shape.a_transposed),
+            view(&b, shape.k, shape.n, shape.b_transposed),
             None,
         ),
     };

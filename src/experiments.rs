@@ -38,6 +38,14 @@ impl Default for Alignment {
     }
 }
 
+impl Alignment {
+    /// The window and stride fit together, checked before any model is loaded (without a
+    /// `max_len`, against 512; the model's own limit is checked once it is loaded).
+    pub fn check(&self) -> Result<()> {
+        crate::window::WindowOptions::checked(self.max_len.unwrap_or(512), self.stride).map(|_| ())
+    }
+}
+
 /// Tokens two consecutive windows share (a quarter of XLM-R's 512).
 pub const DEFAULT_STRIDE: usize = 128;
 

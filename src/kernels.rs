@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
-use crate::lowp::{matmul_bf16, Strided};
+use crate::lowp::matmul_bf16;
 use rayon::prelude::*;
 
 type CResult<T> = candle_core::Result<T>;
@@ -318,25 +318,31 @@ pub fn add_layer_norm(
 
 // ---- matrix products through gemm -----------------------------------------------------------
 
-/// A read-only matrix in a slice: element (i, j) at `data[i * rs + j * cs]`.
+/// A read-only matrix in a slice: element (i, j) at `data[i * rs + j * cs]` (the f32 products
+/// here and `lowp`'s bf16 ones read their operands through it).
 #[derive(Clone, Copy)]
-struct View<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
+pub struct View<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
 }
 
 impl<'a> View<'a> {
     /// Row-major (rows, cols).
-    fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+    pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
         View { data, rows, cols, rs: cols, cs: 1 }
     }
 
     /// The transpose, without moving data.
-    fn t(self) -> Self {
+    pub fn t(self) -> Self {
         View { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+    }
+
+    #[inline(always)]
+    pub(crate) fn at(&self, i: usize, j: usize) -> f32 {
+        self.data[i * self.rs + j * self.cs]
     }
 
     fn fits(&self) -> bool {
@@ -471,9 +477,9 @@ fn linear_bwd(
     bf16: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (dx, dw) = if bf16 {
-        let strided = |data, rows, cols, rs, cs| Strided { data, rows, cols, rs, cs };
-        let dx = matmul_bf16(strided(dy, rows, outs, outs, 1), strided(w, outs, ins, ins, 1), None);
-        let dw = matmul_bf16(strided(dy, outs, rows, 1, outs), strided(x, rows, ins, ins, 1), None);
+        let dy_m = View::rows(dy, rows, outs);
+        let dx = matmul_bf16(dy_m, View::rows(w, outs, ins), None);
+        let dw = matmul_bf16(dy_m.t(), View::rows(x, rows, ins), None);
         (dx, dw)
     } else {
         let dy_m = View::rows(dy, rows, outs);
@@ -550,8 +556,7 @@ impl CustomOp3 for Linear {
         let (x, w, b) = (slice(xs, xl, self.name())?, slice(ws, wl, self.name())?, slice(bs, bl, self.name())?);
         let (rows, ins, outs, shape) = linear_dims(xl, wl, bl)?;
         let mut pre = if self.bf16 {
-            let x = Strided { data: x, rows, cols: ins, rs: ins, cs: 1 };
-            matmul_bf16(x, Strided { data: w, rows: ins, cols: outs, rs: 1, cs: ins }, Some(b))
+            matmul_bf16(View::rows(x, rows, ins), View::rows(w, outs, ins).t(), Some(b))
         } else {
             linear_fwd(x, View::rows(w, outs, ins).t(), b, rows)
         };

@@ -16,7 +16,7 @@
 use rayon::prelude::*;
 
 use crate::amx::{self, Tiles, BLOCK, TILE_BYTES};
-use crate::kernels::{gelu_cdf, gelu_in_place, multiversion};
+use crate::kernels::{gelu_cdf, gelu_in_place, multiversion, View};
 use std::mem::MaybeUninit;
 
 /// The number format of the encoder's linear layers at inference.
@@ -194,8 +194,8 @@ multiversion! {
     /// y = act(row_scale·w_scale·(Σ q_x·q_w − zero_point·Σ q_w) + b), act GELU with `gelu`: an
     /// int8 product's sums back to f32 for a block of rows (their zero points and scales; row
     /// r's sums at `sums[r · sums_stride..]`, its output at `y[r · y_stride..]`) and a run of
-    /// columns (their column sums, scales and biases). One call a 32 × 32 block: a call per row cost as much as the
-    /// arithmetic.
+    /// columns (their column sums, scales and biases). One call a 32 × 32 block: a call per
+    /// row cost as much as the arithmetic.
     fn dequantize(
         y: &mut [MaybeUninit<f32>],
         y_stride: usize,
@@ -233,7 +233,7 @@ const BF16_PER_TILE: usize = TILE_BYTES / 2;
 impl Bf16Weights {
     pub fn new(w: &[f32], ins: usize, outs: usize) -> Self {
         assert_eq!(w.len(), ins * outs, "bf16 pack: weight shape");
-        Self::pack(&bf16_rows(Strided { data: w, rows: ins, cols: outs, rs: outs, cs: 1 }), ins, outs)
+        Self::pack(&bf16_rows(View::rows(w, ins, outs)), ins, outs)
     }
 
     /// Packs W given in bf16, row-major (ins, outs): per tile row, two rows of W interleaved.
@@ -394,26 +394,9 @@ impl Bf16Weights {
     }
 }
 
-/// A read-only f32 matrix in a slice: element (i, j) at `data[i * rs + j * cs]`.
-#[derive(Clone, Copy)]
-pub struct Strided<'a> {
-    pub data: &'a [f32],
-    pub rows: usize,
-    pub cols: usize,
-    pub rs: usize,
-    pub cs: usize,
-}
-
-impl Strided<'_> {
-    #[inline(always)]
-    fn at(&self, i: usize, j: usize) -> f32 {
-        self.data[i * self.rs + j * self.cs]
-    }
-}
-
 /// `m` in bf16, row-major (rows × cols), whatever its strides: a transposed view is copied in
 /// blocks of 32 rows, so that its reads run along memory.
-fn bf16_rows(m: Strided) -> Vec<u16> {
+fn bf16_rows(m: View) -> Vec<u16> {
     let mut out = vec![0u16; m.rows * m.cols];
     if m.cols == 0 {
         return out;
@@ -441,7 +424,7 @@ fn bf16_rows(m: Strided) -> Vec<u16> {
 /// of `train --bf16`, forward and backward, as torch's autocast computes them. B is packed for
 /// the tile unit on each call (weights change every step); without AMX, the f32 GEMM runs on
 /// the rounded operands.
-pub fn matmul_bf16(a: Strided, b: Strided, bias: Option<&[f32]>) -> Vec<f32> {
+pub fn matmul_bf16(a: View, b: View, bias: Option<&[f32]>) -> Vec<f32> {
     assert_eq!(a.cols, b.rows, "matmul_bf16: inner dimensions");
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let a16 = bf16_rows(a);
@@ -761,7 +744,7 @@ mod tests {
         // Sizes across several 64 × 64 blocks with ragged edges, and a single row and column.
         for (rows, cols) in [(130, 200), (1, 77), (77, 1), (64, 64)] {
             let data = random(rows * cols, 11);
-            let view = Strided { data: &data, rows, cols, rs: 1, cs: rows };
+            let view = View::rows(&data, cols, rows).t();
             let expected: Vec<u16> =
                 (0..rows).flat_map(|i| (0..cols).map(move |j| (i, j))).map(|(i, j)| bf16_bits(view.at(i, j))).collect();
             assert_eq!(bf16_rows(view), expected, "{rows}x{cols}");
@@ -773,8 +756,8 @@ mod tests {
         // C (m, n) = A·B with A and B stored transposed, against the rounded operands in f64.
         let (m, k, n) = (37, 70, 45);
         let (at, bt) = (random(k * m, 5), random(n * k, 6));
-        let a = Strided { data: &at, rows: m, cols: k, rs: 1, cs: m };
-        let b = Strided { data: &bt, rows: k, cols: n, rs: 1, cs: k };
+        let a = View::rows(&at, k, m).t();
+        let b = View::rows(&bt, n, k).t();
         let bias = random(n, 7);
         let round = |v: f32| bf16_value(bf16_bits(v)) as f64;
         for bias in [None, Some(&bias[..])] {

@@ -57,8 +57,9 @@ fn parse_device(spec: &str) -> PyResult<Device> {
 
 /// A window the model can run: `max_length` tokens (None: the model's limit), `stride` shared.
 fn alignment(max_length: Option<usize>, stride: usize, label_all_subwords: bool) -> PyResult<Alignment> {
-    xner::window::WindowOptions::checked(max_length.unwrap_or(512), stride).map_err(py_error)?;
-    Ok(Alignment { max_len: max_length, stride, label_all_subwords })
+    let alignment = Alignment { max_len: max_length, stride, label_all_subwords };
+    alignment.check().map_err(py_error)?;
+    Ok(alignment)
 }
 
 /// A model argument: a local directory or a hub id, as `--model` takes it.

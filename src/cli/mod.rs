@@ -323,9 +323,7 @@ impl WindowArgs {
     /// The window and stride fit together (checked before any model is loaded; the model's own
     /// limit, when --max-length is not given, is checked once it is).
     pub fn validate(&self) -> Result<()> {
-        let max_len = self.max_length.map_or(512, |n| n as usize);
-        xner::window::WindowOptions::checked(max_len, self.stride)?;
-        Ok(())
+        Ok(self.alignment(false).check()?)
     }
 
     /// How a trained model is scored in this window.
