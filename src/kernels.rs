@@ -340,7 +340,7 @@ impl<'a> View<'a> {
         View { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
     }
 
-    #[inline(always)]
+    #[cfg(test)]
     pub(crate) fn at(&self, i: usize, j: usize) -> f32 {
         self.data[i * self.rs + j * self.cs]
     }
@@ -1196,6 +1196,24 @@ mod tests {
         assert_eq!(composed.dims(), &[3, 5, 7]);
         assert_eq!(fused.dims(), &[3, 5, 7]);
         assert_same_values_and_gradients(&fused, &composed, &[("x", &x), ("w", &w), ("b", &b)], 34, (1e-5, 1e-4));
+    }
+
+    #[test]
+    fn bf16_training_linear_stays_close_to_f32_values_and_gradients() {
+        // `train --bf16`'s op: its three products (x·Wᵀ, dy·W, dyᵀ·x) on bf16 operands, sized
+        // for whole tiles and ragged edges alike (k = 70 and 40 rows: pairs and chunks cut).
+        let (x, w, b) = (var(&[2, 35, 70], 61), var(&[45, 70], 62), var(&[45], 63));
+        for gelu in [false, true] {
+            let (xt, wt, bt) = (x.as_tensor(), w.as_tensor(), b.as_tensor());
+            let low = if gelu { linear_gelu_bf16(xt, wt, bt) } else { linear_bf16(xt, wt, bt) }.unwrap();
+            let full = if gelu { linear_gelu(xt, wt, bt) } else { linear(xt, wt, bt) }.unwrap();
+            assert_eq!(low.dims(), &[2, 35, 45]);
+            // bf16 keeps 8 bits of each operand: a sum of 70 products of values in ±2 (about
+            // ±17) moves by ~0.03 typically, ~0.1 at the largest of 3,150; an operand packed
+            // wrongly moves it by whole units.
+            assert_same_values_and_gradients(&low, &full, &[("x", &x), ("w", &w), ("b", &b)], 64, (0.25, 0.5));
+            assert!(max_diff(&low, &full) > 0.0, "the products ran in f32");
+        }
     }
 
     #[test]

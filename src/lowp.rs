@@ -233,61 +233,25 @@ const BF16_PER_TILE: usize = TILE_BYTES / 2;
 impl Bf16Weights {
     pub fn new(w: &[f32], ins: usize, outs: usize) -> Self {
         assert_eq!(w.len(), ins * outs, "bf16 pack: weight shape");
-        Self::pack(&bf16_rows(View::rows(w, ins, outs)), ins, outs)
+        Self::pack_view(View::rows(w, ins, outs))
     }
 
-    /// Packs W given in bf16, row-major (ins, outs): per tile row, two rows of W interleaved.
-    fn pack(w: &[u16], ins: usize, outs: usize) -> Self {
+    /// Packs W (ins, outs) from f32, row-major or a transpose (torch's (out, in) Linear weight
+    /// read as W = Mᵀ). A tile row holds, for each of 16 columns, the pair (k, k + 1) as one
+    /// 32-bit word: from a row-major W two rows are read along memory and interleaved; from a
+    /// transpose each column's pairs are adjacent, so 16 × 16 words are made along memory and
+    /// transposed. Each step in one pass over the operand: converting it first, then
+    /// interleaving, cost as much as the tile unit's product.
+    fn pack_view(w: View) -> Self {
+        let (ins, outs) = (w.rows, w.cols);
+        assert!(w.cs == 1 || w.rs == 1, "bf16 pack: a view with neither stride 1");
         let chunks = ins.div_ceil(32);
         let panels = outs.div_ceil(BLOCK);
         let mut data = vec![0u16; panels * chunks * 2 * BF16_PER_TILE];
         data.par_chunks_mut(chunks * 2 * BF16_PER_TILE).enumerate().for_each(|(p, panel)| {
             for (i, tile) in panel.chunks_mut(BF16_PER_TILE).enumerate() {
                 let (c, t) = (i / 2, i % 2);
-                let n0 = p * BLOCK + t * 16;
-                if n0 >= outs {
-                    continue;
-                }
-                let width = 16.min(outs - n0);
-                for r in 0..16 {
-                    for e in 0..2 {
-                        let k = c * 32 + 2 * r + e;
-                        if k < ins {
-                            let src = &w[k * outs + n0..k * outs + n0 + width];
-                            let dst = &mut tile[r * 32..r * 32 + 32];
-                            for (j, &v) in src.iter().enumerate() {
-                                dst[2 * j + e] = v;
-                            }
-                        }
-                    }
-                }
-            }
-        });
-        Bf16Weights { ins, outs, chunks, data }
-    }
-
-    /// Packs W = Mᵀ for M (outs, ins) row-major with row stride `stride` (torch's Linear
-    /// weight): the pairs of k a tile row holds are adjacent in M's rows, so each tile is 16
-    /// rows of M converted along memory, then transposed as 32-bit pairs.
-    fn pack_transposed(m: &[f32], stride: usize, ins: usize, outs: usize) -> Self {
-        let chunks = ins.div_ceil(32);
-        let panels = outs.div_ceil(BLOCK);
-        let mut data = vec![0u16; panels * chunks * 2 * BF16_PER_TILE];
-        data.par_chunks_mut(chunks * 2 * BF16_PER_TILE).enumerate().for_each(|(p, panel)| {
-            let mut row = [0u16; 32];
-            for (i, tile) in panel.chunks_mut(BF16_PER_TILE).enumerate() {
-                let (c, t) = (i / 2, i % 2);
-                let (k0, n0) = (c * 32, p * BLOCK + t * 16);
-                let width = 32.min(ins.saturating_sub(k0));
-                for j in 0..16.min(outs.saturating_sub(n0)) {
-                    let src = &m[(n0 + j) * stride + k0..(n0 + j) * stride + k0 + width];
-                    to_bf16(src, &mut row[..width]);
-                    row[width..].fill(0);
-                    for r in 0..16 {
-                        tile[r * 32 + 2 * j] = row[2 * r];
-                        tile[r * 32 + 2 * j + 1] = row[2 * r + 1];
-                    }
-                }
+                pack_tile(w, c * 32, p * BLOCK + t * 16, tile);
             }
         });
         Bf16Weights { ins, outs, chunks, data }
@@ -394,8 +358,93 @@ impl Bf16Weights {
     }
 }
 
-/// `m` in bf16, row-major (rows × cols), whatever its strides: a transposed view is copied in
-/// blocks of 32 rows, so that its reads run along memory.
+/// Two bf16 as the 32-bit word a tile row holds: k even in the low half.
+#[inline(always)]
+fn bf16_pair(even: f32, odd: f32) -> u32 {
+    bf16_bits(even) as u32 | (bf16_bits(odd) as u32) << 16
+}
+
+/// The 16 × 16 words of `w` at (k0, n0): row r, column j is the pair (k0 + 2r, k0 + 2r + 1) of
+/// column n0 + j; zeros outside `w`. From a row-major `w` two rows are read along memory and
+/// interleaved; from a transpose each column's pairs are adjacent, so the block is made along
+/// memory and then transposed.
+#[inline(always)]
+fn words_block(w: View, k0: usize, n0: usize) -> [[u32; 16]; 16] {
+    let mut words = [[0u32; 16]; 16];
+    let whole = k0 + 32 <= w.rows && n0 + 16 <= w.cols;
+    if whole && w.cs == 1 {
+        for (r, row) in words.iter_mut().enumerate() {
+            let even = &w.data[(k0 + 2 * r) * w.rs + n0..][..16];
+            let odd = &w.data[(k0 + 2 * r + 1) * w.rs + n0..][..16];
+            for ((d, &e), &o) in row.iter_mut().zip(even).zip(odd) {
+                *d = bf16_pair(e, o);
+            }
+        }
+    } else if whole {
+        let mut columns = [[0u32; 16]; 16];
+        for (j, column) in columns.iter_mut().enumerate() {
+            let src = &w.data[(n0 + j) * w.cs + k0..][..32];
+            for (d, pair) in column.iter_mut().zip(src.chunks_exact(2)) {
+                *d = bf16_pair(pair[0], pair[1]);
+            }
+        }
+        for (r, row) in words.iter_mut().enumerate() {
+            for (j, d) in row.iter_mut().enumerate() {
+                *d = columns[j][r];
+            }
+        }
+    } else {
+        let at = |k: usize, n: usize| if k < w.rows && n < w.cols { w.data[k * w.rs + n * w.cs] } else { 0.0 };
+        for (r, row) in words.iter_mut().enumerate() {
+            for (j, d) in row.iter_mut().enumerate() {
+                *d = bf16_pair(at(k0 + 2 * r, n0 + j), at(k0 + 2 * r + 1, n0 + j));
+            }
+        }
+    }
+    words
+}
+
+multiversion! {
+    /// One B tile (16 k-pairs × 16 columns) of `w` at (k0, n0).
+    fn pack_tile(w: View, k0: usize, n0: usize, tile: &mut [u16]) {
+        let words = words_block(w, k0, n0);
+        for (dst, &word) in tile.chunks_exact_mut(2).zip(words.as_flattened()) {
+            dst[0] = word as u16;
+            dst[1] = (word >> 16) as u16;
+        }
+    }
+}
+
+multiversion! {
+    /// Rows i0..i0 + n of a transposed view `m` (rs = 1) in bf16 into `out` (n × m.cols):
+    /// blocks of 16 rows × 32 columns are B-tile words of `mᵀ` (row-major), written transposed.
+    fn transposed_rows_to_bf16(m: View, i0: usize, n: usize, out: &mut [u16]) {
+        let cols = m.cols;
+        let source = m.t();
+        for b0 in (0..n).step_by(16) {
+            for k0 in (0..cols).step_by(32) {
+                let words = words_block(source, k0, i0 + b0);
+                let width = 32.min(cols - k0);
+                for (j, out_row) in out[b0 * cols..].chunks_exact_mut(cols).take(16.min(n - b0)).enumerate() {
+                    let dst = &mut out_row[k0..k0 + width];
+                    if width == 32 {
+                        for (d, row) in dst.chunks_exact_mut(2).zip(&words) {
+                            d[0] = row[j] as u16;
+                            d[1] = (row[j] >> 16) as u16;
+                        }
+                    } else {
+                        for (c, d) in dst.iter_mut().enumerate() {
+                            *d = (words[c / 2][j] >> (16 * (c % 2))) as u16;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `m` in bf16, row-major (rows × cols); `m` is row-major or a transpose (one of its strides
+/// is 1), and a transpose is read along memory.
 fn bf16_rows(m: View) -> Vec<u16> {
     let mut out = vec![0u16; m.rows * m.cols];
     if m.cols == 0 {
@@ -405,17 +454,13 @@ fn bf16_rows(m: View) -> Vec<u16> {
         out.par_chunks_mut(m.cols).enumerate().for_each(|(i, row)| to_bf16(&m.data[i * m.rs..i * m.rs + m.cols], row));
         return out;
     }
-    // 32 × 64 blocks: 8 KiB read along memory, 4 KiB written, both in L1.
+    // A transpose (element (i, j) at data[i + j·cs]): tasks of 32 output rows, read along
+    // memory in blocks. (Element by element it was as slow as the tile unit's product it fed.)
+    assert_eq!(m.rs, 1, "bf16_rows: a view with neither stride 1");
     out.par_chunks_mut(32 * m.cols).enumerate().for_each(|(block, rows)| {
         let i0 = 32 * block;
         let n = rows.len() / m.cols;
-        for j0 in (0..m.cols).step_by(64) {
-            for j in j0..(j0 + 64).min(m.cols) {
-                for i in 0..n {
-                    rows[i * m.cols + j] = bf16_bits(m.at(i0 + i, j));
-                }
-            }
-        }
+        transposed_rows_to_bf16(m, i0, n, rows);
     });
     out
 }
@@ -428,11 +473,7 @@ pub fn matmul_bf16(a: View, b: View, bias: Option<&[f32]>) -> Vec<f32> {
     assert_eq!(a.cols, b.rows, "matmul_bf16: inner dimensions");
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let a16 = bf16_rows(a);
-    let packed = if b.rs == 1 && b.cs >= k {
-        Bf16Weights::pack_transposed(b.data, b.cs, k, n)
-    } else {
-        Bf16Weights::pack(&bf16_rows(b), k, n)
-    };
+    let packed = Bf16Weights::pack_view(b);
     if amx::available() {
         return packed.product(m, bias, false, |i, dst| dst.copy_from_slice(&a16[i * k..(i + 1) * k]));
     }
@@ -697,6 +738,11 @@ mod tests {
             let packed = Bf16Weights::new(&w, ins, outs);
             let rounded: Vec<f32> = w.iter().map(|&v| bf16_value(bf16_bits(v))).collect();
             assert_eq!(packed.unpack(), rounded);
+            // The same W read as the transpose of torch's (out, in) layout packs the same.
+            let stored: Vec<f32> =
+                (0..outs).flat_map(|n| (0..ins).map(move |k| (k, n))).map(|(k, n)| w[k * outs + n]).collect();
+            let transposed = Bf16Weights::pack_view(View::rows(&stored, outs, ins).t());
+            assert_eq!(transposed.data, packed.data, "{ins}x{outs}");
             let q = Int8Weights::new(&w, ins, outs);
             let (values, scales) = q.unpack();
             for k in 0..ins {
