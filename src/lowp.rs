@@ -281,16 +281,19 @@ impl Bf16Weights {
             let rounded: Vec<f32> = x.par_iter().map(|&v| bf16_value(bf16_bits(v))).collect();
             return crate::kernels::linear_rows(&rounded, &self.unpack(), bias, rows, ins, outs);
         }
-        self.product(rows, Some(bias), gelu, |row, dst| to_bf16(&x[row * ins..(row + 1) * ins], dst))
+        self.product(rows, Some(bias), gelu, |first, n, a, stride| {
+            rows_to_bf16(View::rows(x, rows, ins), first, n, a, stride)
+        })
     }
 
-    /// y = act(A·W + b) on the tile unit, A's row i written in bf16 by `row_of(i, dst)`.
+    /// y = act(A·W + b) on the tile unit; `block_of(first, n, a, stride)` writes A's rows
+    /// first..first + n in bf16 at `a`, `stride` apart (their first `ins` elements).
     fn product(
         &self,
         rows: usize,
         bias: Option<&[f32]>,
         gelu: bool,
-        row_of: impl Fn(usize, &mut [u16]) + Sync,
+        block_of: impl Fn(usize, usize, &mut [u16], usize) + Sync,
     ) -> Vec<f32> {
         let (ins, outs) = (self.ins, self.outs);
         let kp = self.chunks * 32;
@@ -312,14 +315,9 @@ impl Bf16Weights {
         collect_row_blocks(rows, outs, |first, n, y| {
             // This block's rows in bf16, k padded with zeros, 32 rows (zeros past the end).
             let mut a = take_scratch(&BF16_ROWS, BLOCK * kp);
-            for r in 0..BLOCK {
-                let row = &mut a[r * kp..(r + 1) * kp];
-                if r < n {
-                    row_of(first + r, &mut row[..ins]);
-                    row[ins..].fill(0);
-                } else {
-                    row.fill(0);
-                }
+            block_of(first, n, &mut a, kp);
+            for (r, row) in a.chunks_exact_mut(kp).enumerate() {
+                row[if r < n { ins } else { 0 }..].fill(0);
             }
             let tiles = Tiles::configure().expect("AMX checked by the caller");
             let mut out = [0f32; BLOCK * BLOCK];
@@ -416,16 +414,16 @@ multiversion! {
 }
 
 multiversion! {
-    /// Rows i0..i0 + n of a transposed view `m` (rs = 1) in bf16 into `out` (n × m.cols):
-    /// blocks of 16 rows × 32 columns are B-tile words of `mᵀ` (row-major), written transposed.
-    fn transposed_rows_to_bf16(m: View, i0: usize, n: usize, out: &mut [u16]) {
+    /// Rows i0..i0 + n of a transposed view `m` (rs = 1) in bf16 into `out`, rows `stride`
+    /// apart: blocks of 16 rows × 32 columns are B-tile words of `mᵀ` (row-major), transposed.
+    fn transposed_rows_to_bf16(m: View, i0: usize, n: usize, out: &mut [u16], stride: usize) {
         let cols = m.cols;
         let source = m.t();
         for b0 in (0..n).step_by(16) {
             for k0 in (0..cols).step_by(32) {
                 let words = words_block(source, k0, i0 + b0);
                 let width = 32.min(cols - k0);
-                for (j, out_row) in out[b0 * cols..].chunks_exact_mut(cols).take(16.min(n - b0)).enumerate() {
+                for (j, out_row) in out[b0 * stride..].chunks_mut(stride).take(16.min(n - b0)).enumerate() {
                     let dst = &mut out_row[k0..k0 + width];
                     if width == 32 {
                         for (d, row) in dst.chunks_exact_mut(2).zip(&words) {
@@ -443,25 +441,28 @@ multiversion! {
     }
 }
 
-/// `m` in bf16, row-major (rows × cols); `m` is row-major or a transpose (one of its strides
-/// is 1), and a transpose is read along memory.
+/// Rows first..first + n of `m` in bf16 at `out`, `stride` apart; `m` is row-major or a
+/// transpose (one of its strides is 1), and a transpose is read along memory in blocks
+/// (element by element it was as slow as the tile unit's product it fed).
+fn rows_to_bf16(m: View, first: usize, n: usize, out: &mut [u16], stride: usize) {
+    if m.cs == 1 {
+        for (r, row) in out.chunks_mut(stride).take(n).enumerate() {
+            to_bf16(&m.data[(first + r) * m.rs..][..m.cols], &mut row[..m.cols]);
+        }
+    } else {
+        assert_eq!(m.rs, 1, "bf16 rows: a view with neither stride 1");
+        transposed_rows_to_bf16(m, first, n, out, stride);
+    }
+}
+
+/// `m` in bf16, row-major (rows × cols), in tasks of 32 rows.
 fn bf16_rows(m: View) -> Vec<u16> {
     let mut out = vec![0u16; m.rows * m.cols];
-    if m.cols == 0 {
-        return out;
+    if m.cols > 0 {
+        out.par_chunks_mut(32 * m.cols)
+            .enumerate()
+            .for_each(|(block, rows)| rows_to_bf16(m, 32 * block, rows.len() / m.cols, rows, m.cols));
     }
-    if m.cs == 1 {
-        out.par_chunks_mut(m.cols).enumerate().for_each(|(i, row)| to_bf16(&m.data[i * m.rs..i * m.rs + m.cols], row));
-        return out;
-    }
-    // A transpose (element (i, j) at data[i + j·cs]): tasks of 32 output rows, read along
-    // memory in blocks. (Element by element it was as slow as the tile unit's product it fed.)
-    assert_eq!(m.rs, 1, "bf16_rows: a view with neither stride 1");
-    out.par_chunks_mut(32 * m.cols).enumerate().for_each(|(block, rows)| {
-        let i0 = 32 * block;
-        let n = rows.len() / m.cols;
-        transposed_rows_to_bf16(m, i0, n, rows);
-    });
     out
 }
 
@@ -472,12 +473,12 @@ fn bf16_rows(m: View) -> Vec<u16> {
 pub fn matmul_bf16(a: View, b: View, bias: Option<&[f32]>) -> Vec<f32> {
     assert_eq!(a.cols, b.rows, "matmul_bf16: inner dimensions");
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    let a16 = bf16_rows(a);
     let packed = Bf16Weights::pack_view(b);
     if amx::available() {
-        return packed.product(m, bias, false, |i, dst| dst.copy_from_slice(&a16[i * k..(i + 1) * k]));
+        // A's rows are converted block by block into the product's scratch, never whole.
+        return packed.product(m, bias, false, |first, n, dst, stride| rows_to_bf16(a, first, n, dst, stride));
     }
-    let rounded: Vec<f32> = a16.into_par_iter().map(bf16_value).collect();
+    let rounded: Vec<f32> = bf16_rows(a).into_par_iter().map(bf16_value).collect();
     let zeros;
     let bias = match bias {
         Some(b) => b,
