@@ -143,9 +143,8 @@ pub fn grad_norm(params: &[(String, Var)], grads: &GradStore, sparse: &[(usize, 
             if g.device().is_cpu() {
                 // Chunk sums added in chunk order: a parallel `sum` associates them in an order
                 // that depends on work stealing, and the clipping scale with it.
-                let chunks: Vec<f64> = with_f32(&g.contiguous()?, |g| {
-                    g.par_chunks(CHUNK).map(|c| c.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>()).collect()
-                })?;
+                let chunks: Vec<f64> =
+                    with_f32(&g.contiguous()?, |g| g.par_chunks(CHUNK).map(sum_of_squares).collect())?;
                 total += chunks.iter().sum::<f64>();
             } else {
                 on_device.push(g.sqr()?.sum_all()?);
@@ -153,6 +152,23 @@ pub fn grad_norm(params: &[(String, Var)], grads: &GradStore, sparse: &[(usize, 
         }
     }
     Ok((total + sum_on_device(&on_device)?).sqrt())
+}
+
+crate::kernels::multiversion! {
+    /// Σ x² in f64 over 8 lanes, added in a fixed order at the end: one serial sum was a chain
+    /// of dependent additions, 5 % of a `--bf16` training step. The clipping scale it feeds is
+    /// rounded to f32, which a change in the 16th digit leaves as it was.
+    fn sum_of_squares(chunk: &[f32]) -> f64 {
+        let mut lanes = [0f64; 8];
+        let mut groups = chunk.chunks_exact(8);
+        for group in &mut groups {
+            for (lane, &x) in lanes.iter_mut().zip(group) {
+                *lane += (x as f64) * (x as f64);
+            }
+        }
+        let tail: f64 = groups.remainder().iter().map(|&x| (x as f64) * (x as f64)).sum();
+        lanes.iter().sum::<f64>() + tail
+    }
 }
 
 /// The sum of per-tensor scalars computed on a device, read back once, in f64.
