@@ -82,32 +82,30 @@ impl Tiles {
         Some(Tiles(std::marker::PhantomData))
     }
 
-    /// A 32 × 32 block of C = init + A · B for bf16 A and B over `chunks` chunks of 32 k, f32
-    /// sums, written at `out` (rows `out_stride` bytes apart).
+    /// A 32 × 32 block of C = A · B for bf16 A and B over `chunks` chunks of 32 k, f32 sums,
+    /// written at `out` (rows `out_stride` bytes apart).
     ///
     /// A: 32 rows of bf16 from `a`, `a_stride` bytes apart; chunk c is bytes 64c..64c+64 of
-    /// each row. B: `chunks` × 2 tiles at `b`, each 16 k-pairs × 16 columns × 2 bf16. `init`:
-    /// two 16 × 16 f32 tiles (64-byte rows; left, then right) that the top and bottom halves
-    /// start from (a bias repeated down the rows), or zeros.
+    /// each row. B: `chunks` × 2 tiles at `b`, each 16 k-pairs × 16 columns × 2 bf16. Each
+    /// tile row should lie on one cache line (64-byte aligned addresses): one that straddles
+    /// two costs two loads.
     ///
     /// # Safety
     /// `a` must be readable for 32 rows of `64 * chunks` bytes at `a_stride`, `b` for
-    /// `chunks * 2 * TILE_BYTES` bytes, `init` for two tiles, and `out` writable for 32 rows of
-    /// 128 bytes at `out_stride`.
-    #[allow(clippy::too_many_arguments)]
+    /// `chunks * 2 * TILE_BYTES` bytes, and `out` writable for 32 rows of 128 bytes at
+    /// `out_stride`.
     pub unsafe fn bf16_block(
         &self,
         a: *const u16,
         a_stride: usize,
         b: *const u16,
         chunks: usize,
-        init: Option<*const f32>,
         out: *mut f32,
         out_stride: usize,
     ) {
         let a = a as *const u8;
         let b = b as *const u8;
-        self.start(init);
+        asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack));
         for c in 0..chunks {
             let a0 = a.add(64 * c);
             let a1 = a0.add(16 * a_stride);
@@ -128,24 +126,6 @@ impl Tiles {
             );
         }
         self.store(out as *mut u8, out_stride);
-    }
-
-    /// The accumulators from two bias tiles (left, right; top and bottom alike), or zeros.
-    unsafe fn start(&self, init: Option<*const f32>) {
-        match init {
-            Some(bias) => {
-                let (left, right) = (bias as *const u8, (bias as *const u8).add(TILE_BYTES));
-                asm!(
-                    "tileloadd tmm0, [{l} + {s} * 1]",
-                    "tileloadd tmm1, [{r} + {s} * 1]",
-                    "tileloadd tmm2, [{l} + {s} * 1]",
-                    "tileloadd tmm3, [{r} + {s} * 1]",
-                    l = in(reg) left, r = in(reg) right, s = in(reg) 64usize,
-                    options(nostack, readonly),
-                );
-            }
-            None => asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack)),
-        }
     }
 
     /// out (32 × 32 i32) = A · B for u8 A and i8 B over `chunks` chunks of 64 k (i32 sums,

@@ -149,6 +149,79 @@ fn bf16_value(bits: u16) -> f32 {
     f32::from_bits((bits as u32) << 16)
 }
 
+/// Values on whole 64-byte cache lines. Every buffer the tile unit loads from or stores to is
+/// one: a 64-byte tile row that straddles two lines costs two loads, and with the allocator's
+/// 16-byte alignment most did (the bf16 products ran 20–25 % slower).
+pub(crate) struct Lines<T> {
+    lines: Vec<Line>,
+    len: usize,
+    _values: std::marker::PhantomData<T>,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+/// Plain numbers: every bit pattern, all zeros included, is a value, and alignment ≤ 64.
+///
+/// # Safety
+/// Only for types of which that holds.
+pub(crate) unsafe trait Plain: Copy {}
+// SAFETY: integers and floats of at most 8 bytes.
+unsafe impl Plain for u8 {}
+unsafe impl Plain for i8 {}
+unsafe impl Plain for u16 {}
+unsafe impl Plain for i32 {}
+unsafe impl Plain for f32 {}
+
+impl<T: Plain> Lines<T> {
+    pub(crate) const fn new() -> Self {
+        Lines { lines: Vec::new(), len: 0, _values: std::marker::PhantomData }
+    }
+
+    pub(crate) fn zeroed(len: usize) -> Self {
+        let mut lines = Lines::new();
+        lines.resize(len);
+        lines
+    }
+
+    /// `len` values; the ones beyond the old length are zeros or earlier contents.
+    fn resize(&mut self, len: usize) {
+        let bytes = len.checked_mul(std::mem::size_of::<T>()).expect("buffer size overflows");
+        let needed = bytes.div_ceil(64);
+        if needed > self.lines.len() {
+            self.lines.resize(needed, Line([0; 64]));
+        }
+        self.len = len;
+    }
+}
+
+impl<T: Plain> Default for Lines<T> {
+    fn default() -> Self {
+        Lines::new()
+    }
+}
+
+impl<T: Plain> std::ops::Deref for Lines<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY: the lines hold at least len · size_of::<T>() initialised bytes, aligned to
+        // 64 ≥ align_of::<T>(), and any bytes are a valid T (`Plain`).
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr() as *const T, self.len) }
+    }
+}
+
+impl<T: Plain> std::ops::DerefMut for Lines<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in `deref`, borrowed uniquely.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr() as *mut T, self.len) }
+    }
+}
+
+/// A 32 × 32 block of sums on whole cache lines, for the tiles to store into.
+#[repr(C, align(64))]
+struct SumsBlock<T>([T; BLOCK * BLOCK]);
+
 /// A new (rows × outs) output, made in tasks of whole 32-row blocks, each handed to
 /// `block(first_row, rows, y)`, which must write every element of its rows: the output is not
 /// zeroed first (zeroing it was 3 % of an int8 evaluation).
@@ -172,21 +245,21 @@ fn collect_row_blocks(
 thread_local! {
     /// A thread's block of activations in bf16 (or uint8), kept between calls: zeroing a fresh
     /// one for each 32-row block cost more than the conversion.
-    static BF16_ROWS: std::cell::Cell<Vec<u16>> = const { std::cell::Cell::new(Vec::new()) };
-    static U8_ROWS: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    static BF16_ROWS: std::cell::Cell<Lines<u16>> = const { std::cell::Cell::new(Lines::new()) };
+    static U8_ROWS: std::cell::Cell<Lines<u8>> = const { std::cell::Cell::new(Lines::new()) };
 }
 
 /// The thread's scratch buffer, `len` long (contents unspecified: the caller writes all of it).
-fn take_scratch<T: Copy + Default + 'static>(
-    key: &'static std::thread::LocalKey<std::cell::Cell<Vec<T>>>,
+fn take_scratch<T: Plain + 'static>(
+    key: &'static std::thread::LocalKey<std::cell::Cell<Lines<T>>>,
     len: usize,
-) -> Vec<T> {
+) -> Lines<T> {
     let mut v = key.take();
-    v.resize(len, T::default());
+    v.resize(len);
     v
 }
 
-fn put_scratch<T: 'static>(key: &'static std::thread::LocalKey<std::cell::Cell<Vec<T>>>, v: Vec<T>) {
+fn put_scratch<T: 'static>(key: &'static std::thread::LocalKey<std::cell::Cell<Lines<T>>>, v: Lines<T>) {
     key.set(v);
 }
 
@@ -219,13 +292,27 @@ multiversion! {
     }
 }
 
+multiversion! {
+    /// y's rows r < n, columns 0..bias.len() (rows `y_stride` apart) = act(a 32 × 32 block's
+    /// sums + bias), act GELU with `gelu` (in the same pass: y's rows no longer fit in L1).
+    fn add_bias_rows(sums: &[f32], n: usize, bias: &[f32], y: &mut [MaybeUninit<f32>], y_stride: usize, gelu: bool) {
+        for (r, sums) in sums.chunks_exact(BLOCK).take(n).enumerate() {
+            let y = &mut y[r * y_stride..r * y_stride + bias.len()];
+            for ((d, &v), &b) in y.iter_mut().zip(sums).zip(bias) {
+                let v = v + b;
+                d.write(if gelu { v * gelu_cdf(v) } else { v });
+            }
+        }
+    }
+}
+
 /// W (ins, outs) in bf16, in 32-column panels of 32-k chunks, each chunk two 1 KiB tiles of
 /// 16 k-pairs × 16 columns × 2 (the pair order `tdpbf16ps` multiplies); zeros pad both ends.
 pub struct Bf16Weights {
     ins: usize,
     outs: usize,
     chunks: usize,
-    data: Vec<u16>,
+    data: Lines<u16>,
 }
 
 const BF16_PER_TILE: usize = TILE_BYTES / 2;
@@ -247,7 +334,7 @@ impl Bf16Weights {
         assert!(w.cs == 1 || w.rs == 1, "bf16 pack: a view with neither stride 1");
         let chunks = ins.div_ceil(32);
         let panels = outs.div_ceil(BLOCK);
-        let mut data = vec![0u16; panels * chunks * 2 * BF16_PER_TILE];
+        let mut data = Lines::zeroed(panels * chunks * 2 * BF16_PER_TILE);
         data.par_chunks_mut(chunks * 2 * BF16_PER_TILE).enumerate().for_each(|(p, panel)| {
             for (i, tile) in panel.chunks_mut(BF16_PER_TILE).enumerate() {
                 let (c, t) = (i / 2, i % 2);
@@ -297,21 +384,6 @@ impl Bf16Weights {
     ) -> Vec<f32> {
         let (ins, outs) = (self.ins, self.outs);
         let kp = self.chunks * 32;
-        // Per panel, two 16 × 16 tiles of its bias down the rows: the sums start from them.
-        let bias_tiles = bias.map(|bias| {
-            let mut tiles = vec![0f32; outs.div_ceil(BLOCK) * 2 * 256];
-            for (i, tile) in tiles.chunks_mut(256).enumerate() {
-                let n0 = i * 16;
-                let width = 16.min(outs.saturating_sub(n0));
-                if width == 0 {
-                    continue;
-                }
-                for row in tile.chunks_mut(16) {
-                    row[..width].copy_from_slice(&bias[n0..n0 + width]);
-                }
-            }
-            tiles
-        });
         collect_row_blocks(rows, outs, |first, n, y| {
             // This block's rows in bf16, k padded with zeros, 32 rows (zeros past the end).
             let mut a = take_scratch(&BF16_ROWS, BLOCK * kp);
@@ -320,38 +392,23 @@ impl Bf16Weights {
                 row[if r < n { ins } else { 0 }..].fill(0);
             }
             let tiles = Tiles::configure().expect("AMX checked by the caller");
-            let mut out = [0f32; BLOCK * BLOCK];
+            let mut out = SumsBlock([0f32; BLOCK * BLOCK]);
+            let no_bias = [0f32; BLOCK];
             for p in 0..outs.div_ceil(BLOCK) {
                 let b = &self.data[p * self.chunks * 2 * BF16_PER_TILE..];
-                let init = bias_tiles.as_ref().map(|t| t[p * 2 * 256..].as_ptr());
                 let n0 = p * BLOCK;
                 let width = BLOCK.min(outs - n0);
-                if n == BLOCK && width == BLOCK {
-                    // A whole block: straight into y, the bias already in the sums.
-                    // SAFETY: `a` holds 32 rows of kp bf16 (2·kp bytes apart, 64·chunks bytes
-                    // each); panel p holds chunks × 2 tiles; `init` two tiles; y has 32 rows of
-                    // `outs` floats with columns n0..n0 + 32 inside them.
-                    unsafe {
-                        let dst = y.as_mut_ptr().add(n0) as *mut f32;
-                        tiles.bf16_block(a.as_ptr(), 2 * kp, b.as_ptr(), self.chunks, init, dst, 4 * outs);
-                    }
-                    continue;
-                }
-                // SAFETY: as above, into the 32 × 32 scratch block (128-byte rows).
-                unsafe { tiles.bf16_block(a.as_ptr(), 2 * kp, b.as_ptr(), self.chunks, init, out.as_mut_ptr(), 128) };
-                for r in 0..n {
-                    let row = &mut y[r * outs + n0..r * outs + n0 + width];
-                    for (d, &v) in row.iter_mut().zip(&out[r * BLOCK..r * BLOCK + width]) {
-                        d.write(v);
-                    }
-                }
+                // Into the aligned scratch block, then into y with the bias. (Tile rows
+                // stored straight into y straddle cache lines, and adding the bias there after
+                // them, or starting the sums from bias tiles, was slower than this copy.)
+                // SAFETY: `a` holds 32 rows of kp bf16 (2·kp bytes apart, 64·chunks bytes
+                // each); panel p holds chunks × 2 tiles; `out` 32 rows of 128 bytes.
+                unsafe { tiles.bf16_block(a.as_ptr(), 2 * kp, b.as_ptr(), self.chunks, out.0.as_mut_ptr(), 128) };
+                let bias = bias.map_or(&no_bias[..width], |bias| &bias[n0..n0 + width]);
+                add_bias_rows(&out.0, n, bias, &mut y[n0..], outs, gelu);
             }
             drop(tiles);
             put_scratch(&BF16_ROWS, a);
-            if gelu {
-                // SAFETY: every element of the block's rows was written above.
-                gelu_in_place(unsafe { &mut *(y as *mut [MaybeUninit<f32>] as *mut [f32]) });
-            }
         })
     }
 }
@@ -514,7 +571,7 @@ pub struct Int8Weights {
     ins: usize,
     outs: usize,
     chunks: usize,
-    data: Vec<i8>,
+    data: Lines<i8>,
     scales: Vec<f32>,
     /// Σ_k q[k][n]: the zero point's share of each column, subtracted after the product.
     column_sums: Vec<i32>,
@@ -543,7 +600,7 @@ impl Int8Weights {
         let q = |k: usize, n: usize| q[k * outs + n];
         let chunks = ins.div_ceil(64);
         let panels = outs.div_ceil(BLOCK);
-        let mut data = vec![0i8; panels * chunks * 2 * TILE_BYTES];
+        let mut data = Lines::zeroed(panels * chunks * 2 * TILE_BYTES);
         data.par_chunks_mut(chunks * 2 * TILE_BYTES).enumerate().for_each(|(p, panel)| {
             for (i, v) in panel.iter_mut().enumerate() {
                 let (c, t, r, j, e) = (i / 2048, (i / 1024) % 2, (i / 64) % 16, (i / 4) % 16, i % 4);
@@ -610,19 +667,19 @@ impl Int8Weights {
             match &columns {
                 None => {
                     let tiles = Tiles::configure().expect("AMX checked by the caller");
-                    let mut out = [0i32; BLOCK * BLOCK];
+                    let mut out = SumsBlock([0i32; BLOCK * BLOCK]);
                     for p in 0..outs.div_ceil(BLOCK) {
                         let b = &self.data[p * self.chunks * 2 * TILE_BYTES..];
                         // SAFETY: `a` holds 32 rows of kp bytes (64·chunks); panel p holds
                         // chunks × 2 tiles.
-                        unsafe { tiles.u8i8_block(a.as_ptr(), kp, b.as_ptr(), self.chunks, &mut out) };
+                        unsafe { tiles.u8i8_block(a.as_ptr(), kp, b.as_ptr(), self.chunks, &mut out.0) };
                         let columns = p * BLOCK..(p * BLOCK + BLOCK).min(outs);
                         let (cs, ws, b) =
                             (&self.column_sums[columns.clone()], &self.scales[columns.clone()], &bias[columns.clone()]);
                         dequantize(
                             &mut y[columns.start..],
                             outs,
-                            &out,
+                            &out.0,
                             BLOCK,
                             (zero_point, row_scale),
                             (cs, ws, b),
@@ -743,7 +800,7 @@ mod tests {
             let stored: Vec<f32> =
                 (0..outs).flat_map(|n| (0..ins).map(move |k| (k, n))).map(|(k, n)| w[k * outs + n]).collect();
             let transposed = Bf16Weights::pack_view(View::rows(&stored, outs, ins).t());
-            assert_eq!(transposed.data, packed.data, "{ins}x{outs}");
+            assert_eq!(transposed.data[..], packed.data[..], "{ins}x{outs}");
             let q = Int8Weights::new(&w, ins, outs);
             let (values, scales) = q.unpack();
             for k in 0..ins {
