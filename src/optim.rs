@@ -476,12 +476,18 @@ impl AdamW {
                         slot[r as usize] = s as i32;
                     }
                     let width = rows.width;
+                    let fresh = self.step == 1;
                     let untouched = lazy.get_or_insert_with(|| Untouched {
-                        still: m
-                            .chunks(width)
-                            .zip(v.chunks(width))
-                            .map(|(m, v)| m.iter().chain(v).all(|&x| x == 0.0))
-                            .collect(),
+                        // At the first step the moments are known zeros: reading 2 × 384 MB of
+                        // untouched pages only to find that took most of a second.
+                        still: if fresh {
+                            vec![true; m.len() / width.max(1)]
+                        } else {
+                            m.chunks(width)
+                                .zip(v.chunks(width))
+                                .map(|(m, v)| m.iter().chain(v).all(|&x| x == 0.0))
+                                .collect()
+                        },
                         pending: 1.0,
                     });
                     GradSource::Sparse { rows, slot, untouched: std::sync::Mutex::new(untouched) }
