@@ -152,7 +152,7 @@ fn bf16_value(bits: u16) -> f32 {
 /// Values on whole 64-byte cache lines. Every buffer the tile unit loads from or stores to is
 /// one: a 64-byte tile row that straddles two lines costs two loads, and with the allocator's
 /// 16-byte alignment most did (the bf16 products ran 20–25 % slower).
-pub(crate) struct Lines<T> {
+struct Lines<T> {
     lines: Vec<Line>,
     len: usize,
     _values: std::marker::PhantomData<T>,
@@ -166,20 +166,18 @@ struct Line([u8; 64]);
 ///
 /// # Safety
 /// Only for types of which that holds.
-pub(crate) unsafe trait Plain: Copy {}
-// SAFETY: integers and floats of at most 8 bytes.
+unsafe trait Plain: Copy {}
+// SAFETY: integers of one and two bytes.
 unsafe impl Plain for u8 {}
 unsafe impl Plain for i8 {}
 unsafe impl Plain for u16 {}
-unsafe impl Plain for i32 {}
-unsafe impl Plain for f32 {}
 
 impl<T: Plain> Lines<T> {
-    pub(crate) const fn new() -> Self {
+    const fn new() -> Self {
         Lines { lines: Vec::new(), len: 0, _values: std::marker::PhantomData }
     }
 
-    pub(crate) fn zeroed(len: usize) -> Self {
+    fn zeroed(len: usize) -> Self {
         let mut lines = Lines::new();
         lines.resize(len);
         lines
