@@ -38,6 +38,16 @@ fn training<'a>(model: &'a Path, out: &'a Path) -> Vec<&'a str> {
     ]
 }
 
+/// The last step a run has logged in its metrics.jsonl (0 before any).
+fn logged_step(out: &Path) -> usize {
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|row| row["step"].as_u64())
+        .max()
+        .unwrap_or(0) as usize
+}
+
 /// The newest complete `checkpoint-N` of a run and its step.
 fn newest_checkpoint(out: &Path) -> Option<(usize, std::path::PathBuf)> {
     let mut found: Vec<(usize, std::path::PathBuf)> = std::fs::read_dir(out)
@@ -60,19 +70,25 @@ fn killed_anywhere_and_resumed_it_ends_like_an_uninterrupted_run() {
     let out = common::xner().args(training(&model, &whole)).env("XNER_DATA", common::panx_dir()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
-    // A fixed sequence of kill times (xorshift from a fixed seed), spread over the run.
+    // A fixed sequence of kill points (xorshift from a fixed seed), spread over the run: each
+    // a step to reach, then a few milliseconds more, so that the kill lands in a step, in a
+    // checkpoint's writing or between its files. (Kill times in fixed milliseconds all fell
+    // before the first checkpoint on a loaded machine.)
     let crashed = tmp.path().join("crashed");
     let mut state: u64 = 0x9e3779b97f4a7c15;
     let mut kills = 0;
     let mut last_step = 0;
+    let mut resumes = 0;
     for _ in 0..6 {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
-        let delay = Duration::from_millis(300 + state % 1500);
+        let kill_at_step = logged_step(&crashed) + 1 + (state % 5) as usize;
+        let extra = Duration::from_millis((state >> 8) % 40);
         let mut args = training(&model, &crashed);
         if crashed.exists() && newest_checkpoint(&crashed).is_some() {
             args.extend(["--resume", path(&crashed)]);
+            resumes += 1;
         }
         let mut child = common::xner()
             .args(&args)
@@ -80,15 +96,18 @@ fn killed_anywhere_and_resumed_it_ends_like_an_uninterrupted_run() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let start = Instant::now();
+        let mut reached: Option<Instant> = None;
         let finished = loop {
             if child.try_wait().unwrap().is_some() {
                 break true;
             }
-            if start.elapsed() >= delay {
+            if reached.is_none() && logged_step(&crashed) >= kill_at_step {
+                reached = Some(Instant::now());
+            }
+            if reached.is_some_and(|at| at.elapsed() >= extra) {
                 break false;
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(2));
         };
         if finished {
             let out = child.wait_with_output().unwrap();
@@ -113,6 +132,7 @@ fn killed_anywhere_and_resumed_it_ends_like_an_uninterrupted_run() {
         }
     }
     if !crashed.join("model.safetensors").exists() {
+        assert!(newest_checkpoint(&crashed).is_some(), "killed {kills} times, never after a checkpoint");
         let out = common::xner()
             .args(training(&model, &crashed))
             .args(["--resume", path(&crashed)])
@@ -120,8 +140,10 @@ fn killed_anywhere_and_resumed_it_ends_like_an_uninterrupted_run() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        resumes += 1;
     }
     assert!(kills >= 2, "the run was killed along the way ({kills} times)");
+    assert!(resumes >= 1, "no run resumed from a checkpoint");
     let a = std::fs::read(whole.join("model.safetensors")).unwrap();
     let b = std::fs::read(crashed.join("model.safetensors")).unwrap();
     assert!(a == b, "the resumed run's weights differ from the uninterrupted run's");
