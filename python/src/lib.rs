@@ -332,9 +332,8 @@ fn train<'py>(
     }
     let spec = model_spec(&model);
     let (rows, test_results) = run_interruptible(py, || {
-        let mut train_corpus = xner::data::read_corpus(&train, &options)?;
-        let fixed = ReadOptions { labels: Some(train_corpus.labels.clone()), ..options.clone() };
-        let mut validation_corpus = xner::data::read_corpus(&validation, &fixed)?;
+        let ((mut train_corpus, _), (mut validation_corpus, _)) =
+            xner::data::read_training_pair(&train, &validation, &options)?;
         if let Some(n) = max_train_samples {
             train_corpus.sentences.truncate(n);
         }

@@ -266,12 +266,18 @@ pub fn read_corpus_file(
         corpus.sentences.truncate(n);
     }
     if !quiet {
-        eprintln!("{}", describe_read(&report, corpus.len()));
-        if report.violations > 0 || report.unknown_as_o > 0 {
-            eprintln!("warning: {}: see above (--strict-data makes this an error)", report.path.display());
-        }
+        print_read(&report, corpus.len());
     }
     Ok(corpus)
+}
+
+/// What reading a file found, on stderr, with a warning where tags broke the scheme or were
+/// unknown.
+pub fn print_read(report: &xner::data::ReadReport, sentences: usize) {
+    eprintln!("{}", describe_read(report, sentences));
+    if report.violations > 0 || report.unknown_as_o > 0 {
+        eprintln!("warning: {}: see above (--strict-data makes this an error)", report.path.display());
+    }
 }
 
 /// One line on what reading a file found.

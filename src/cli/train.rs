@@ -7,8 +7,8 @@ use anyhow::Result;
 use candle_core::Device;
 use clap::Args;
 
-use super::{read_corpus_file, CorpusArgs, DataArgs, HyperArgs, WindowArgs};
-use xner::data::{Corpus, ReadOptions};
+use super::{print_read, read_corpus_file, CorpusArgs, DataArgs, HyperArgs, WindowArgs};
+use xner::data::Corpus;
 use xner::experiments::{Evaluator, FineTune};
 use xner::lowp::Precision;
 use xner::train::Checkpoints;
@@ -87,10 +87,13 @@ fn corpora(args: &TrainArgs) -> Result<(Corpus, Corpus, String)> {
     if let (Some(train), Some(validation)) = (&args.train, &args.validation) {
         let options = args.corpus.read_options()?;
         // The label set comes from the whole file, then the first N sentences are kept.
-        let mut train_corpus = read_corpus_file(train, &options, false, None)?;
-        // Validation is read with the training labels: a label it alone has is an error (or O).
-        let fixed = ReadOptions { labels: Some(train_corpus.labels.clone()), ..options };
-        let validation_corpus = read_corpus_file(validation, &fixed, false, args.max_eval_samples)?;
+        let ((mut train_corpus, train_report), (mut validation_corpus, validation_report)) =
+            xner::data::read_training_pair(train, validation, &options)?;
+        print_read(&train_report, train_corpus.len());
+        if let Some(n) = args.max_eval_samples {
+            validation_corpus.sentences.truncate(n);
+        }
+        print_read(&validation_report, validation_corpus.len());
         eprintln!("labels: {}", train_corpus.labels.names().join(" "));
         let describe = format!("{} (validation: {})", train.display(), validation.display());
         if let Some(n) = args.max_train_samples {

@@ -11,7 +11,9 @@ pub mod stats;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
-pub use read::{read_corpus, read_corpus_with_report, Format, ReadOptions, ReadReport, UnknownLabels};
+pub use read::{
+    read_corpus, read_corpus_with_report, read_training_pair, Format, ReadOptions, ReadReport, UnknownLabels,
+};
 pub use scheme::Scheme;
 
 use crate::error::{Error, Result};

@@ -127,6 +127,20 @@ pub fn read_corpus(path: &Path, options: &ReadOptions) -> Result<Corpus> {
     Ok(read_corpus_with_report(path, options)?.0)
 }
 
+/// A training file and the validation file scored against it, with what reading each found:
+/// the label set comes from the whole training file, and validation is read with it, so that a
+/// label only validation has is an error (or `O`, as `options` say) instead of a new class.
+pub fn read_training_pair(
+    train: &Path,
+    validation: &Path,
+    options: &ReadOptions,
+) -> Result<((Corpus, ReadReport), (Corpus, ReadReport))> {
+    let train = read_corpus_with_report(train, options)?;
+    let fixed = ReadOptions { labels: Some(train.0.labels.clone()), ..options.clone() };
+    let validation = read_corpus_with_report(validation, &fixed)?;
+    Ok((train, validation))
+}
+
 /// `read_corpus`, with what the reading found.
 pub fn read_corpus_with_report(path: &Path, options: &ReadOptions) -> Result<(Corpus, ReadReport)> {
     let format = match options.format {
