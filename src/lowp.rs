@@ -528,12 +528,14 @@ fn bf16_rows(m: View) -> Vec<u16> {
 pub fn matmul_bf16(a: View, b: View, bias: Option<&[f32]>) -> Vec<f32> {
     assert_eq!(a.cols, b.rows, "matmul_bf16: inner dimensions");
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    let packed = Bf16Weights::pack_view(b);
     if amx::available() {
         // A's rows are converted block by block into the product's scratch, never whole.
+        let packed = Bf16Weights::pack_view(b);
         return packed.product(m, bias, false, |first, n, dst, stride| rows_to_bf16(a, first, n, dst, stride));
     }
-    let rounded: Vec<f32> = bf16_rows(a).into_par_iter().map(bf16_value).collect();
+    // Without the tile unit B is rounded in place of its layout: packing it only to unpack it
+    // again gave the same values.
+    let rounded = |m: View| -> Vec<f32> { bf16_rows(m).into_par_iter().map(bf16_value).collect() };
     let zeros;
     let bias = match bias {
         Some(b) => b,
@@ -542,7 +544,7 @@ pub fn matmul_bf16(a: View, b: View, bias: Option<&[f32]>) -> Vec<f32> {
             &zeros
         }
     };
-    crate::kernels::linear_rows(&rounded, &packed.unpack(), bias, m, k, n)
+    crate::kernels::linear_rows(&rounded(a), &rounded(b), bias, m, k, n)
 }
 
 // ---- int8 ------------------------------------------------------------------------------------
@@ -843,7 +845,8 @@ mod tests {
 
     #[test]
     fn a_transposed_view_converts_to_its_transpose() {
-        // Sizes across several 64 × 64 blocks with ragged edges, and a single row and column.
+        // Sizes across several blocks of 16 rows × 32 columns with ragged edges, and a single
+        // row and column.
         for (rows, cols) in [(130, 200), (1, 77), (77, 1), (64, 64)] {
             let data = random(rows * cols, 11);
             let view = View::rows(&data, cols, rows).t();
