@@ -255,8 +255,9 @@ pub fn gemm_shapes(hidden: usize, intermediate: usize, tokens: &[usize]) -> Vec<
 }
 
 /// GFLOP/s of `shape` in `precision` (the best of repeated runs over at least `seconds`).
-/// For inference shapes, bf16 and int8 time the whole inference product: rounding or
-/// quantizing the activations, the product on weights packed beforehand, the bias. For training
+/// For inference shapes, each precision times the whole inference product: rounding or
+/// quantizing the activations (bf16, int8), the product on weights packed beforehand (f32 too,
+/// where the CPU has AVX-512), the bias. For training
 /// shapes, bf16 is `train --bf16`'s product: both operands rounded and packed on every call.
 pub fn time_gemm(shape: &GemmShape, precision: crate::lowp::Precision, seconds: f64) -> f64 {
     let mut rng = Pcg64::from_seed(7);
@@ -266,6 +267,10 @@ pub fn time_gemm(shape: &GemmShape, precision: crate::lowp::Precision, seconds: 
     let (a, b) = (random(shape.m * shape.k), random(shape.k * shape.n));
     let bias = vec![0f32; shape.n];
     let packed = if shape.inference { crate::lowp::Packed::new(precision, &b, shape.k, shape.n) } else { None };
+    let packed_f32 = match (shape.inference, precision) {
+        (true, crate::lowp::Precision::F32) => crate::sgemm::PackedF32::new(&b, shape.k, shape.n),
+        _ => None,
+    };
     // A transposed operand (rows, cols) is stored as its transpose, row-major.
     fn view(data: &[f32], rows: usize, cols: usize, transposed: bool) -> crate::kernels::View<'_> {
         use crate::kernels::View;
@@ -275,12 +280,13 @@ pub fn time_gemm(shape: &GemmShape, precision: crate::lowp::Precision, seconds: 
             View::rows(data, rows, cols)
         }
     }
-    let run = || match (&packed, precision) {
-        (Some(p), _) => p.linear(&a, shape.m, &bias, false),
-        (None, crate::lowp::Precision::F32) => {
+    let run = || match (&packed, &packed_f32, precision) {
+        (Some(p), _, _) => p.linear(&a, shape.m, &bias, false),
+        (None, Some(p), _) => p.linear(&a, shape.m, &bias, false),
+        (None, None, crate::lowp::Precision::F32) => {
             crate::kernels::matmul_f32(shape.m, shape.k, shape.n, &a, shape.a_transposed, &b, shape.b_transposed)
         }
-        (None, _) => crate::lowp::matmul_bf16(
+        (None, None, _) => crate::lowp::matmul_bf16(
             view(&a, shape.m, shape.k, shape.a_transposed),
             view(&b, shape.k, shape.n, shape.b_transposed),
             None,

@@ -635,7 +635,27 @@ pub fn linear_gelu_bf16(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Resu
 
 /// Inference only: act(x·W + b) with W packed in bf16 or int8 (`lowp`), act GELU with `gelu`.
 pub fn linear_packed(x: &Tensor, w: &crate::lowp::Packed, b: &Tensor, gelu: bool) -> candle_core::Result<Tensor> {
-    let (ins, outs) = (w.ins(), w.outs());
+    linear_with(x, (w.ins(), w.outs()), b, |x, rows, b| w.linear(x, rows, b, gelu))
+}
+
+/// Inference only: act(x·W + b) with W (in, out) packed once for the f32 product (`sgemm`).
+pub fn linear_packed_f32(
+    x: &Tensor,
+    w: &crate::sgemm::PackedF32,
+    b: &Tensor,
+    gelu: bool,
+) -> candle_core::Result<Tensor> {
+    linear_with(x, (w.ins(), w.outs()), b, |x, rows, b| w.linear(x, rows, b, gelu))
+}
+
+/// A linear layer over the last dimension of `x` by `product(x, rows, bias)` (a packed
+/// weight's), its shapes checked first.
+fn linear_with(
+    x: &Tensor,
+    (ins, outs): (usize, usize),
+    b: &Tensor,
+    product: impl FnOnce(&[f32], usize, &[f32]) -> Vec<f32>,
+) -> candle_core::Result<Tensor> {
     let x = x.contiguous()?;
     if x.dims().last() != Some(&ins) || b.elem_count() != outs {
         candle_core::bail!("linear: input {:?}, packed weight ({ins}, {outs}), bias {:?}", x.dims(), b.dims())
@@ -643,7 +663,7 @@ pub fn linear_packed(x: &Tensor, w: &crate::lowp::Packed, b: &Tensor, gelu: bool
     let rows = x.elem_count() / ins.max(1);
     let mut dims = x.dims().to_vec();
     *dims.last_mut().expect("rank >= 1") = outs;
-    let y = with_data(&x, |x| with_data(b, |b| Ok(w.linear(x, rows, b, gelu))))?;
+    let y = with_data(&x, |x| with_data(b, |b| Ok(product(x, rows, b))))?;
     Tensor::from_vec(y, dims, x.device())
 }
 

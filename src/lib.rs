@@ -28,6 +28,7 @@ pub mod optim;
 pub mod pipeline;
 pub mod quantize;
 pub mod serve;
+pub mod sgemm;
 pub mod shuffle;
 pub mod table;
 pub mod train;

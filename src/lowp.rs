@@ -152,7 +152,7 @@ fn bf16_value(bits: u16) -> f32 {
 /// Values on whole 64-byte cache lines. Every buffer the tile unit loads from or stores to is
 /// one: a 64-byte tile row that straddles two lines costs two loads, and with the allocator's
 /// 16-byte alignment most did (the bf16 products ran 20–25 % slower).
-struct Lines<T> {
+pub(crate) struct Lines<T> {
     lines: Vec<Line>,
     len: usize,
     _values: std::marker::PhantomData<T>,
@@ -166,18 +166,20 @@ struct Line([u8; 64]);
 ///
 /// # Safety
 /// Only for types of which that holds.
-unsafe trait Plain: Copy {}
-// SAFETY: integers of one and two bytes.
+pub(crate) unsafe trait Plain: Copy {}
+// SAFETY: integers of one and two bytes; f32 below.
 unsafe impl Plain for u8 {}
 unsafe impl Plain for i8 {}
 unsafe impl Plain for u16 {}
+// SAFETY: every bit pattern of four bytes is an f32 (NaNs included).
+unsafe impl Plain for f32 {}
 
 impl<T: Plain> Lines<T> {
     const fn new() -> Self {
         Lines { lines: Vec::new(), len: 0, _values: std::marker::PhantomData }
     }
 
-    fn zeroed(len: usize) -> Self {
+    pub(crate) fn zeroed(len: usize) -> Self {
         let mut lines = Lines::new();
         lines.resize(len);
         lines

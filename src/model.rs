@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::lowp::{self, Precision};
 use crate::optim::SparseRows;
 use crate::shuffle::Pcg64;
-use crate::{composed, kernels};
+use crate::{composed, kernels, sgemm};
 
 /// A Hugging Face `config.json` (the fields xner reads; all others kept for the round trip).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -326,12 +326,14 @@ pub struct TokenClassifier {
     precision: Precision,
 }
 
-/// Per layer, the linear weights in their inference layout: in f32, transposed to (in, out) —
-/// gemm's fast layout for y = x·W — with q, k, v side by side: one copy of the body's matrices
-/// (85 MB for e5-small), made once instead of the three concatenations and the transposed
-/// packing of every batch; in bf16 or int8, packed for the tile unit (`lowp`).
+/// Per layer, the linear weights in their inference layout, with q, k, v side by side: one
+/// copy of the body's matrices (85 MB for e5-small in f32), made once instead of the three
+/// concatenations and the packing of every batch. In f32, packed in panels for the AVX-512
+/// product (`sgemm`), or, without AVX-512 or on other devices, transposed to (in, out), gemm's
+/// fast layout for y = x·W; in bf16 or int8, packed for the tile unit (`lowp`).
 pub struct InferenceWeights {
     precision: Precision,
+    kernels: Kernels,
     layers: Vec<LayerWeights>,
 }
 
@@ -344,21 +346,25 @@ struct LayerWeights {
 
 /// One linear layer's weight for inference.
 enum LinearWeight {
-    /// (in, out), contiguous f32.
+    /// (in, out), contiguous f32: for gemm, or the composed ops on other devices.
     F32(Tensor),
+    /// f32 packed for the AVX-512 product (the fused kernels' f32 where the CPU has it).
+    PackedF32(sgemm::PackedF32),
     Packed(lowp::Packed),
 }
 
 impl LinearWeight {
-    /// `wt` (in, out) in `precision`.
-    fn new(wt: Tensor, precision: Precision) -> Result<Self> {
+    /// `wt` (in, out) in `precision`, for `kernels`.
+    fn new(wt: Tensor, precision: Precision, kernels: Kernels) -> Result<Self> {
         let (ins, outs) = wt.dims2()?;
+        let data = || wt.flatten_all()?.to_vec1::<f32>();
         Ok(match precision {
-            Precision::F32 => LinearWeight::F32(wt),
-            p => {
-                let data = wt.flatten_all()?.to_vec1::<f32>()?;
-                LinearWeight::Packed(lowp::Packed::new(p, &data, ins, outs).expect("a low precision packs"))
-            }
+            Precision::F32 if kernels == Kernels::Composed => LinearWeight::F32(wt),
+            Precision::F32 => match sgemm::PackedF32::new(&data()?, ins, outs) {
+                Some(packed) => LinearWeight::PackedF32(packed),
+                None => LinearWeight::F32(wt),
+            },
+            p => LinearWeight::Packed(lowp::Packed::new(p, &data()?, ins, outs).expect("a low precision packs")),
         })
     }
 
@@ -366,15 +372,16 @@ impl LinearWeight {
     fn forward(&self, ops: Kernels, x: &Tensor, b: &Tensor, gelu: bool) -> Result<Tensor> {
         Ok(match self {
             LinearWeight::F32(wt) => ops.linear_transposed(x, wt, b, gelu)?,
+            LinearWeight::PackedF32(w) => kernels::linear_packed_f32(x, w, b, gelu)?,
             LinearWeight::Packed(w) => kernels::linear_packed(x, w, b, gelu)?,
         })
     }
 }
 
 impl InferenceWeights {
-    fn new(layers: &[Layer], precision: Precision) -> Result<Self> {
+    fn new(layers: &[Layer], precision: Precision, kernels: Kernels) -> Result<Self> {
         let t = |w: &Var| -> Result<Tensor> { Ok(w.as_tensor().detach().t()?.contiguous()?) };
-        let lw = |w: Tensor| LinearWeight::new(w, precision);
+        let lw = |w: Tensor| LinearWeight::new(w, precision, kernels);
         let layers = layers
             .iter()
             .map(|l| {
@@ -390,13 +397,14 @@ impl InferenceWeights {
                 })
             })
             .collect::<Result<_>>()?;
-        Ok(InferenceWeights { precision, layers })
+        Ok(InferenceWeights { precision, kernels, layers })
     }
 
     /// Bytes of the packed or transposed linear weights.
     pub fn bytes(&self) -> usize {
         let size = |w: &LinearWeight| match w {
             LinearWeight::F32(t) => 4 * t.elem_count(),
+            LinearWeight::PackedF32(p) => p.bytes(),
             LinearWeight::Packed(p) => p.bytes(),
         };
         self.layers
@@ -627,11 +635,11 @@ impl TokenClassifier {
     fn inference_weights(&self) -> Result<Arc<InferenceWeights>> {
         // A poisoned lock only means a panic elsewhere while it was held; the cache stays valid.
         if let Some(w) = self.inference.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            if w.precision == self.precision {
+            if w.precision == self.precision && w.kernels == self.kernels {
                 return Ok(w.clone());
             }
         }
-        let w = Arc::new(InferenceWeights::new(&self.layers, self.precision)?);
+        let w = Arc::new(InferenceWeights::new(&self.layers, self.precision, self.kernels)?);
         *self.inference.write().unwrap_or_else(|e| e.into_inner()) = Some(w.clone());
         Ok(w)
     }
