@@ -207,6 +207,9 @@ impl Evaluator {
     pub fn load(model_dir: &Path, settings: &EvalSettings) -> Result<Self> {
         let mut model = TokenClassifier::load(model_dir, None, 0, &settings.device)?;
         model.set_precision(settings.precision)?;
+        // The weights' inference layout is part of loading (outside `seconds`, as ONNX Runtime's
+        // session makes its own before the timed runs).
+        model.prepare_inference()?;
         let labels = LabelSet::new(model.config.labels().unwrap_or_default());
         let aligner = Aligner::from_file(&model_dir.join("tokenizer.json"))?;
         let window = WindowOptions::new(&model, settings.alignment.max_len, settings.alignment.stride)?;
