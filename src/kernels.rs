@@ -345,17 +345,31 @@ impl<'a> View<'a> {
         self.data[i * self.rs + j * self.cs]
     }
 
-    fn fits(&self) -> bool {
+    pub(crate) fn fits(&self) -> bool {
         self.rows == 0 || self.cols == 0 || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
     }
 }
 
-/// `dst` (row-major a.rows × b.cols) = a·b, or += a·b with `accumulate`, on gemm's
-/// micro-kernels (AVX-512 where present) over rayon's threads.
+/// `dst` (row-major a.rows × b.cols) = a·b, or += a·b with `accumulate`, over rayon's
+/// threads: on `sgemm`'s AVX-512 tiles where it takes the product (the same values), else on
+/// gemm's micro-kernels.
 fn gemm_into(dst: &mut [f32], accumulate: bool, a: View, b: View) {
+    if !crate::sgemm::matmul_into(dst, accumulate, a, b) {
+        gemm_parallel(dst, accumulate, a, b)
+    }
+}
+
+/// `gemm_into` on the gemm crate alone.
+fn gemm_parallel(dst: &mut [f32], accumulate: bool, a: View, b: View) {
     let threads = rayon::current_num_threads();
     let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     gemm_with(dst, accumulate, a, b, parallelism)
+}
+
+/// gemm's product, for tests to hold other kernels to.
+#[cfg(test)]
+pub(crate) fn gemm_reference(dst: &mut [f32], accumulate: bool, a: View, b: View) {
+    gemm_parallel(dst, accumulate, a, b)
 }
 
 fn gemm_with(dst: &mut [f32], accumulate: bool, a: View, b: View, parallelism: gemm::Parallelism) {
@@ -439,8 +453,12 @@ fn repeat_rows(row: &[f32], rows: usize) -> Vec<f32> {
 /// y = x·w + b for x (rows, ins) and a weight view w (ins, outs) — Wᵀ of a (outs, ins) W, or
 /// a stored transpose: one product with the bias as its start value.
 fn linear_fwd(x: &[f32], w: View, b: &[f32], rows: usize) -> Vec<f32> {
+    let x = View::rows(x, rows, w.rows);
+    if let Some(y) = crate::sgemm::linear(x, w, b) {
+        return y;
+    }
     let mut y = repeat_rows(b, rows);
-    gemm_into(&mut y, true, View::rows(x, rows, w.rows), w);
+    gemm_into(&mut y, true, x, w);
     y
 }
 

@@ -175,7 +175,7 @@ unsafe impl Plain for u16 {}
 unsafe impl Plain for f32 {}
 
 impl<T: Plain> Lines<T> {
-    const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Lines { lines: Vec::new(), len: 0, _values: std::marker::PhantomData }
     }
 
@@ -186,7 +186,7 @@ impl<T: Plain> Lines<T> {
     }
 
     /// `len` values; the ones beyond the old length are zeros or earlier contents.
-    fn resize(&mut self, len: usize) {
+    pub(crate) fn resize(&mut self, len: usize) {
         let bytes = len.checked_mul(std::mem::size_of::<T>()).expect("buffer size overflows");
         let needed = bytes.div_ceil(64);
         if needed > self.lines.len() {

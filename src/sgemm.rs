@@ -1,35 +1,37 @@
-//! The f32 product of inference's linear layers, y = act(x·W + b), with W packed once per model
-//! (AVX-512).
+//! f32 matrix products on AVX-512: the linear layers' weights packed once per model for
+//! inference (`PackedF32`), and the training products with B packed per call (`matmul`).
 //!
-//! This is gemm's own blocking (the `gemm` crate, which every other f32 product here runs on)
-//! re-done around a weight that is already packed: tiles of 64 output features × 6 tokens,
-//! k-blocks of at most 512, each tile's k-block summed in order from zero and added to what the
-//! tile held, the first block onto the bias. So the sums are the same, in the same order, and
-//! the values are gemm's to the bit on this CPU. What changes is the work around them: gemm
-//! packed W on every call (9 % of an f32 evaluation), the bias was copied into every output row
-//! before the product (5 %) and GELU was a pass of its own over a product that had left the
-//! cache (4 %). Here W is packed when the model's inference weights are made, the bias is the
-//! first block's start value, and GELU runs on each finished tile while it is in L1.
+//! This is gemm's own blocking (the `gemm` crate, which the other f32 products here run on)
+//! re-done: tiles of 64 output columns × 6 rows, gemm's k-blocks (`block_depth`), each tile's
+//! k-block summed in order from zero and then added to what the tile held (the first block to
+//! the bias, or to nothing). So the sums are gemm's, in gemm's order, and the values are
+//! gemm's to the bit. What changes is the work around them:
+//! - inference: gemm packed W on every call (9 % of an f32 evaluation), the bias was copied
+//!   into every output row before the product (5 %), and GELU was a pass of its own over a
+//!   product that had left the cache (4 %). Here W is packed when the model's inference weights
+//!   are made, the bias is the first block's start value, and GELU runs on each finished tile
+//!   while it is in L1;
+//! - everywhere: the tile's loop runs four k-steps per iteration on fixed row pointers, where
+//!   gemm's loop instructions took issue slots from the multiply-adds (single-threaded, 190–200
+//!   GFLOP/s against gemm's 130–165, of this core's 214).
 
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
-use crate::kernels::gelu_in_place;
+use crate::kernels::{gelu_in_place, View};
 use crate::lowp::Lines;
 
-/// Output features per panel: four 16-lane vectors.
+/// Output columns per panel: four 16-lane vectors.
 const PANEL: usize = 64;
 /// 16-lane vectors per panel row.
 const VECS: usize = PANEL / 16;
-/// Tokens per tile: 6 × 4 accumulators and 4 weight vectors take 28 of the 32 vector registers.
+/// Rows per tile: 6 × 4 accumulators and 4 weight vectors take 28 of the 32 vector registers.
 const ROWS: usize = 6;
-/// The longest k-block, as gemm blocks k for f32 on this CPU (its floor, 512, since a block
-/// of W then fills about half of L2).
-const MAX_KC: usize = 512;
-/// Panels swept per k-block before moving to the next tokens: 512 features × 512 k is 1 MB,
-/// within a core's L2, while the tokens' rows stay in L1.
+/// Panels swept per k-block before moving to the next rows: 512 columns × 512 k is 1 MB,
+/// within a core's L2, while the rows of A stay in L1.
 const BLOCK_PANELS: usize = 8;
 
-/// Whether this CPU runs the packed product (AVX-512 F).
+/// Whether this CPU runs these products (AVX-512 F).
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -41,8 +43,68 @@ pub fn available() -> bool {
     }
 }
 
-/// A linear layer's weight (ins, outs), packed in panels of 64 output features: panel p holds,
-/// for each k, W[k][64p .. 64p + 64] on one 256-byte run of whole cache lines (zeros past outs).
+/// The depth of gemm's k-blocks for C (m × n, row-major) = A (m × k)·B (k × n). gemm computes
+/// Cᵀ = Bᵀ·Aᵀ (its rows are C's columns), with blocks of `kernel_params` for its f32 AVX-512
+/// kernels (64 × 6), or of up to 512 when both sides are at most 64.
+fn block_depth(m: usize, n: usize, k: usize) -> usize {
+    if n <= 64 && m <= 64 {
+        k.min(512)
+    } else {
+        gemm_common::cache::kernel_params(n, m, k, PANEL, ROWS, 4).kc.max(1)
+    }
+}
+
+/// B (k × n) in panels of 64 columns: panel p holds, for each k, B[k][64p .. 64p + 64] as one
+/// 256-byte run on whole cache lines (zeros past n).
+fn pack_panels(b: View, panels: &mut Lines<f32>) {
+    panels.resize(b.cols.div_ceil(PANEL) * b.rows * PANEL);
+    if b.rows > 0 {
+        panels.par_chunks_mut(b.rows * PANEL).enumerate().for_each(|(p, panel)| pack_panel(b, p, panel));
+    }
+}
+
+/// Panel p of B (`pack_panels`) into `panel`, k · 64 values.
+fn pack_panel(b: View, p: usize, panel: &mut [f32]) {
+    let first = p * PANEL;
+    let width = PANEL.min(b.cols - first);
+    for (kk, run) in panel.chunks_exact_mut(PANEL).enumerate() {
+        let at = kk * b.rs + first * b.cs;
+        if b.cs == 1 && width == PANEL {
+            // A fixed length: four vector moves, not a call to memcpy.
+            run.copy_from_slice(&b.data[at..][..PANEL]);
+        } else if b.cs == 1 {
+            run[..width].copy_from_slice(&b.data[at..][..width]);
+        } else if b.rs == 1 && width == PANEL && gather_run(b, at, run) {
+            // A transposed operand (torch's (out, in) weight): each run is a column of its
+            // storage, gathered 16 values at a time.
+        } else {
+            for (j, v) in run[..width].iter_mut().enumerate() {
+                *v = b.data[at + j * b.cs];
+            }
+        }
+        run[width..].fill(0.0);
+    }
+}
+
+/// run[j] = b.data[at + j·b.cs] for the 64 values of a run, by AVX-512 gathers. False (nothing
+/// written) where the offsets do not fit the gather's 32-bit indices.
+fn gather_run(b: View, at: usize, run: &mut [f32]) -> bool {
+    let last = at + (PANEL - 1) * b.cs;
+    if run.len() != PANEL || last >= b.data.len() || (PANEL - 1) * b.cs > i32::MAX as usize || !available() {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: AVX-512 is here, and every gathered offset, at + j·cs for j < 64, is at
+        // most `last`, inside b.data; run holds 64 values.
+        unsafe { avx512::gather_run(b.data.as_ptr().add(at), b.cs, run.as_mut_ptr()) };
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// A linear layer's weight (ins, outs) packed for inference (`pack_panels`).
 pub struct PackedF32 {
     ins: usize,
     outs: usize,
@@ -57,16 +119,8 @@ impl PackedF32 {
         if !available() {
             return None;
         }
-        let mut panels = Lines::zeroed(outs.div_ceil(PANEL) * ins * PANEL);
-        if ins > 0 {
-            panels.par_chunks_mut(ins * PANEL).enumerate().for_each(|(p, panel)| {
-                let first = p * PANEL;
-                let width = PANEL.min(outs - first);
-                for (k, run) in panel.chunks_exact_mut(PANEL).enumerate() {
-                    run[..width].copy_from_slice(&wt[k * outs + first..][..width]);
-                }
-            });
-        }
+        let mut panels = Lines::zeroed(0);
+        pack_panels(View::rows(wt, ins, outs), &mut panels);
         Some(PackedF32 { ins, outs, panels })
     }
 
@@ -103,98 +157,180 @@ impl PackedF32 {
     pub fn linear(&self, x: &[f32], rows: usize, bias: &[f32], gelu: bool) -> Vec<f32> {
         let (ins, outs) = (self.ins, self.outs);
         assert!(x.len() == rows * ins && bias.len() == outs, "PackedF32::linear: shapes do not fit");
-        let n = rows * outs;
-        let mut y = Vec::with_capacity(n);
-        if n == 0 {
-            return y;
-        }
-        let out = Out(y.spare_capacity_mut().as_mut_ptr() as *mut f32);
-        if ins == 0 {
-            // No sums: every row is the bias.
-            // SAFETY: rows · outs elements of capacity, written here once each.
-            let y_rows = unsafe { std::slice::from_raw_parts_mut(out.0, n) };
-            y_rows.chunks_exact_mut(outs).for_each(|row| row.copy_from_slice(bias));
-        } else {
-            let panels = outs.div_ceil(PANEL);
-            self.jobs(rows, panels).into_par_iter().for_each(|job| {
-                // SAFETY: the jobs' (rows × panels) rectangles are disjoint and cover y; each
-                // writes its own rectangle's elements (k-block 0 writes all of them first).
-                unsafe { self.run(job, x, bias, gelu, &out) }
-            });
-        }
-        // SAFETY: the jobs (or the bias copy) wrote all rows · outs elements.
-        unsafe { y.set_len(n) };
-        y
-    }
-
-    /// The output cut into one rectangle per thread: by panels first (each core then reads only
-    /// its share of W), by rows where there are more threads than panels.
-    fn jobs(&self, rows: usize, panels: usize) -> Vec<Job> {
-        let threads = rayon::current_num_threads().max(1);
-        let by_panels = panels.min(threads);
-        let by_rows = threads.div_ceil(by_panels).min(rows.div_ceil(ROWS)).max(1);
-        let mut jobs = Vec::with_capacity(by_panels * by_rows);
-        for p in 0..by_panels {
-            for r in 0..by_rows {
-                let row_groups = rows.div_ceil(ROWS);
-                let (g0, g1) = (row_groups * r / by_rows, row_groups * (r + 1) / by_rows);
-                let job = Job {
-                    rows: g0 * ROWS..(g1 * ROWS).min(rows),
-                    panels: panels * p / by_panels..panels * (p + 1) / by_panels,
-                };
-                if !job.rows.is_empty() && !job.panels.is_empty() {
-                    jobs.push(job);
-                }
-            }
-        }
-        jobs
-    }
-
-    /// One job's rectangle of y, k-block by k-block as gemm orders the sums.
-    ///
-    /// # Safety
-    /// `out` points at rows · outs writable f32; no other job writes this job's rectangle.
-    unsafe fn run(&self, job: Job, x: &[f32], bias: &[f32], gelu: bool, out: &Out) {
-        let (ins, outs) = (self.ins, self.outs);
-        let blocks = ins.div_ceil(MAX_KC);
-        let kc_full = ins.div_ceil(blocks);
-        let mut k0 = 0;
-        while k0 < ins {
-            let kc = kc_full.min(ins - k0);
-            let (first, last) = (k0 == 0, k0 + kc == ins);
-            let mut p0 = job.panels.start;
-            while p0 < job.panels.end {
-                let p1 = (p0 + BLOCK_PANELS).min(job.panels.end);
-                let mut row = job.rows.start;
-                while row < job.rows.end {
-                    let r = ROWS.min(job.rows.end - row);
-                    for p in p0..p1 {
-                        let col = p * PANEL;
-                        let cols = PANEL.min(outs - col);
-                        let tile = Tile {
-                            x: x.as_ptr().add(row * ins + k0),
-                            ldx: ins,
-                            w: self.panels.as_ptr().add(p * ins * PANEL + k0 * PANEL),
-                            kc,
-                            y: out.0.add(row * outs + col),
-                            ldy: outs,
-                            cols,
-                            bias: if first { Some(bias.as_ptr().add(col)) } else { None },
-                        };
-                        tile.run(r);
-                        if gelu && last {
-                            for i in 0..r {
-                                gelu_in_place(std::slice::from_raw_parts_mut(tile.y.add(i * outs), cols));
-                            }
-                        }
+        new_output(rows * outs, |y| {
+            if ins == 0 {
+                // No sums: every row is the bias.
+                for row in y.chunks_exact_mut(outs) {
+                    for (y, &b) in row.iter_mut().zip(bias) {
+                        y.write(if gelu { b * crate::kernels::gelu_cdf(b) } else { b });
                     }
-                    row += r;
                 }
-                p0 = p1;
+                return;
             }
-            k0 += kc;
+            let a = Lhs { data: x.as_ptr(), rs: ins, cs: 1 };
+            let shape = Shape { m: rows, k: ins, n: outs };
+            // SAFETY: x holds rows · ins values, the panels ins · 64 per panel, bias outs, and
+            // y rows · outs; AVX-512 is here (`new`).
+            unsafe { product(a, shape, Rhs::Packed(&self.panels), Start::Bias(bias.as_ptr()), gelu, y) }
+        })
+    }
+}
+
+/// `dst` (a.rows × b.cols, row-major) = a·b, or += a·b with `accumulate`, with B packed for
+/// this call. Returns false, leaving `dst` alone, where gemm must run it instead: without
+/// AVX-512, for A stored other than row-major or transposed, and for the shapes gemm sends to
+/// other kernels (a single row or column, k ≤ 2, at most 256 outputs), whose order of sums
+/// differs.
+pub fn matmul_into(dst: &mut [f32], accumulate: bool, a: View, b: View) -> bool {
+    let shape = Shape { m: a.rows, k: a.cols, n: b.cols };
+    if !takes(shape, a) {
+        return false;
+    }
+    assert!(b.rows == shape.k && dst.len() == shape.m * shape.n, "matmul_into: shapes do not fit");
+    let start = if accumulate { Start::Dst } else { Start::Zero };
+    // SAFETY: f32 and MaybeUninit<f32> have one layout, and every value of dst is initialised.
+    let y = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut MaybeUninit<f32>, dst.len()) };
+    with_panels(|panels| unsafe { product(lhs(a), shape, Rhs::Pack(b, panels), start, false, y) });
+    true
+}
+
+/// x·w + b as a new (x.rows, w.cols) output, with w packed for this call (the training
+/// forward pass); None where `matmul_into` would decline.
+pub fn linear(x: View, w: View, bias: &[f32]) -> Option<Vec<f32>> {
+    let shape = Shape { m: x.rows, k: x.cols, n: w.cols };
+    if !takes(shape, x) {
+        return None;
+    }
+    assert!(w.rows == shape.k && bias.len() == shape.n, "sgemm::linear: shapes do not fit");
+    Some(new_output(shape.m * shape.n, |y| {
+        with_panels(|panels| unsafe {
+            product(lhs(x), shape, Rhs::Pack(w, panels), Start::Bias(bias.as_ptr()), false, y)
+        })
+    }))
+}
+
+/// Whether these kernels run A (m × k)·B (k × n) with gemm's sums (see `matmul_into`).
+fn takes(shape: Shape, a: View) -> bool {
+    let Shape { m, k, n } = shape;
+    available() && (a.cs == 1 || a.rs == 1) && a.fits() && m > 1 && n > 1 && k > 2 && m * n > 256
+}
+
+fn lhs(a: View) -> Lhs {
+    Lhs { data: a.data.as_ptr(), rs: a.rs, cs: a.cs }
+}
+
+thread_local! {
+    /// The calling thread's packed B, kept between calls (fresh pages for each product's
+    /// panels would cost more than packing them).
+    static PANELS: std::cell::Cell<Lines<f32>> = const { std::cell::Cell::new(Lines::new()) };
+}
+
+/// Runs `f` with the calling thread's buffer of panels.
+fn with_panels<R>(f: impl FnOnce(&mut Lines<f32>) -> R) -> R {
+    let mut panels = PANELS.take();
+    let r = f(&mut panels);
+    PANELS.set(panels);
+    r
+}
+
+/// A new output of `n` values, every one of which `fill` writes.
+fn new_output(n: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut y = Vec::with_capacity(n);
+    fill(&mut y.spare_capacity_mut()[..n]);
+    // SAFETY: `fill` wrote all n values.
+    unsafe { y.set_len(n) };
+    y
+}
+
+#[derive(Clone, Copy)]
+struct Shape {
+    m: usize,
+    k: usize,
+    n: usize,
+}
+
+/// A, read in place: A[i][k] at data + i·rs + k·cs, with rs = 1 or cs = 1.
+#[derive(Clone, Copy)]
+struct Lhs {
+    data: *const f32,
+    rs: usize,
+    cs: usize,
+}
+
+/// What a tile's first k-block adds its sums to.
+#[derive(Clone, Copy)]
+enum Start {
+    /// Nothing: y = sums.
+    Zero,
+    /// y as it is.
+    Dst,
+    /// The bias, one value per column.
+    Bias(*const f32),
+}
+
+/// B for a product: packed already, or to be packed into a buffer.
+enum Rhs<'a> {
+    Packed(&'a [f32]),
+    Pack(View<'a>, &'a mut Lines<f32>),
+}
+
+/// y (m × n) = start + A·B, act GELU with `gelu`, over the rayon pool.
+///
+/// # Safety
+/// `a` covers m × k values, B is (k × n), a `Start::Bias` covers n values, and y is m · n long
+/// (initialised where `start` is `Dst`); the CPU has AVX-512 F.
+unsafe fn product(a: Lhs, shape: Shape, rhs: Rhs, start: Start, gelu: bool, y: &mut [MaybeUninit<f32>]) {
+    let Shape { m, k, n } = shape;
+    let panel_count = n.div_ceil(PANEL);
+    assert!(y.len() == m * n, "sgemm: output does not fit");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let jobs = jobs(m, panel_count);
+    // Each job packs its own panels where no other job reads them (the jobs then meet once, not
+    // twice); otherwise all are packed first.
+    let (panels, pack) = match rhs {
+        Rhs::Packed(panels) => (panels.as_ptr(), None),
+        Rhs::Pack(b, buffer) => {
+            assert!(b.rows == k && b.cols == n && b.fits(), "sgemm: B does not fit");
+            if jobs.iter().all(|job| job.rows == (0..m)) {
+                buffer.resize(panel_count * k * PANEL);
+                (buffer.as_ptr(), Some(b))
+            } else {
+                pack_panels(b, buffer);
+                (buffer.as_ptr(), None)
+            }
+        }
+    };
+    let task = Task { a, shape, panels, pack, start, gelu, y: y.as_mut_ptr() as *mut f32 };
+    jobs.into_par_iter().for_each(|job| {
+        // SAFETY: the jobs' rectangles of y are disjoint, and so are their panels where they
+        // pack them; each writes its own, k-block 0 first.
+        unsafe { task.run(job) }
+    });
+}
+
+/// The output cut into one rectangle per thread: by panels first (each core then reads only
+/// its share of B), by rows where there are more threads than panels.
+fn jobs(rows: usize, panels: usize) -> Vec<Job> {
+    let threads = rayon::current_num_threads().max(1);
+    let by_panels = panels.min(threads);
+    let row_groups = rows.div_ceil(ROWS);
+    let by_rows = threads.div_ceil(by_panels).min(row_groups).max(1);
+    let mut jobs = Vec::with_capacity(by_panels * by_rows);
+    for p in 0..by_panels {
+        for r in 0..by_rows {
+            let (g0, g1) = (row_groups * r / by_rows, row_groups * (r + 1) / by_rows);
+            let job = Job {
+                rows: g0 * ROWS..(g1 * ROWS).min(rows),
+                panels: panels * p / by_panels..panels * (p + 1) / by_panels,
+            };
+            if !job.rows.is_empty() && !job.panels.is_empty() {
+                jobs.push(job);
+            }
         }
     }
+    jobs
 }
 
 /// A job's rectangle: rows of y, and panels of 64 of its columns.
@@ -203,16 +339,84 @@ struct Job {
     panels: std::ops::Range<usize>,
 }
 
-/// y's memory, written by the jobs in disjoint rectangles.
-struct Out(*mut f32);
-// SAFETY: the jobs write disjoint elements through it (see `PackedF32::linear`).
-unsafe impl Sync for Out {}
+/// One product's operands, shared by its jobs.
+struct Task<'a> {
+    a: Lhs,
+    shape: Shape,
+    panels: *const f32,
+    /// B, where each job packs its panels into `panels` first.
+    pack: Option<View<'a>>,
+    start: Start,
+    gelu: bool,
+    y: *mut f32,
+}
 
-/// One tile: up to 6 rows of x against one panel, over one k-block.
+// SAFETY: the jobs read a, the panels and the bias, and write disjoint elements of y.
+unsafe impl Sync for Task<'_> {}
+
+impl Task<'_> {
+    /// One job's rectangle of y, k-block by k-block as gemm orders the sums.
+    ///
+    /// # Safety
+    /// As `product`'s; no other job writes this job's rectangle.
+    unsafe fn run(&self, job: Job) {
+        let Shape { m, k, n } = self.shape;
+        if let Some(b) = self.pack {
+            for p in job.panels.clone() {
+                let panel = self.panels.add(p * k * PANEL) as *mut f32;
+                pack_panel(b, p, std::slice::from_raw_parts_mut(panel, k * PANEL));
+            }
+        }
+        let depth = block_depth(m, n, k);
+        let mut k0 = 0;
+        while k0 < k {
+            let kc = depth.min(k - k0);
+            let last = k0 + kc == k;
+            let start = if k0 == 0 { self.start } else { Start::Dst };
+            let mut p0 = job.panels.start;
+            while p0 < job.panels.end {
+                let p1 = (p0 + BLOCK_PANELS).min(job.panels.end);
+                let mut row = job.rows.start;
+                while row < job.rows.end {
+                    let rows = ROWS.min(job.rows.end - row);
+                    for p in p0..p1 {
+                        let col = p * PANEL;
+                        let cols = PANEL.min(n - col);
+                        let tile = Tile {
+                            a: self.a.data.add(row * self.a.rs + k0 * self.a.cs),
+                            a_step: if self.a.cs == 1 { self.a.rs } else { self.a.cs },
+                            w: self.panels.add(p * k * PANEL + k0 * PANEL),
+                            kc,
+                            y: self.y.add(row * n + col),
+                            ldy: n,
+                            cols,
+                            start: match start {
+                                Start::Bias(b) => Start::Bias(b.add(col)),
+                                s => s,
+                            },
+                        };
+                        tile.run(rows, self.a.cs != 1);
+                        if self.gelu && last {
+                            for i in 0..rows {
+                                gelu_in_place(std::slice::from_raw_parts_mut(tile.y.add(i * n), cols));
+                            }
+                        }
+                    }
+                    row += rows;
+                }
+                p0 = p1;
+            }
+            k0 += kc;
+        }
+    }
+}
+
+/// One tile: up to 6 rows of A against one panel, over one k-block.
 struct Tile {
-    /// x[row][k0]; rows `ldx` apart.
-    x: *const f32,
-    ldx: usize,
+    /// A[row][k0]. Row-major A: rows `a_step` apart, k contiguous; transposed A: k-steps
+    /// `a_step` apart, the rows' values at one k contiguous.
+    a: *const f32,
+    a_step: usize,
     /// The panel's run for k0; runs of 64, one per k.
     w: *const f32,
     kc: usize,
@@ -220,91 +424,113 @@ struct Tile {
     y: *mut f32,
     ldy: usize,
     cols: usize,
-    /// The first k-block starts from the bias; later ones from what y holds.
-    bias: Option<*const f32>,
+    start: Start,
 }
 
 impl Tile {
     /// # Safety
-    /// The pointers cover `rows` (≤ 6) rows of kc values of x, kc runs of the panel, `rows`
-    /// rows of `cols` values of y (and of bias), and the CPU has AVX-512 F.
-    unsafe fn run(&self, rows: usize) {
+    /// The pointers cover `rows` (≤ 6) rows of kc values of A, kc runs of the panel, `rows`
+    /// rows of `cols` values of y (and of a bias), and the CPU has AVX-512 F.
+    unsafe fn run(&self, rows: usize, a_transposed: bool) {
         #[cfg(target_arch = "x86_64")]
-        match rows {
-            12 => avx512::tile::<12>(self),
-            11 => avx512::tile::<11>(self),
-            10 => avx512::tile::<10>(self),
-            9 => avx512::tile::<9>(self),
-            8 => avx512::tile::<8>(self),
-            7 => avx512::tile::<7>(self),
-            6 => avx512::tile::<6>(self),
-            5 => avx512::tile::<5>(self),
-            4 => avx512::tile::<4>(self),
-            3 => avx512::tile::<3>(self),
-            2 => avx512::tile::<2>(self),
-            1 => avx512::tile::<1>(self),
+        match (rows, a_transposed) {
+            (6, false) => avx512::tile::<6, false>(self),
+            (5, false) => avx512::tile::<5, false>(self),
+            (4, false) => avx512::tile::<4, false>(self),
+            (3, false) => avx512::tile::<3, false>(self),
+            (2, false) => avx512::tile::<2, false>(self),
+            (1, false) => avx512::tile::<1, false>(self),
+            (6, true) => avx512::tile::<6, true>(self),
+            (5, true) => avx512::tile::<5, true>(self),
+            (4, true) => avx512::tile::<4, true>(self),
+            (3, true) => avx512::tile::<3, true>(self),
+            (2, true) => avx512::tile::<2, true>(self),
+            (1, true) => avx512::tile::<1, true>(self),
             _ => unreachable!("a tile has 1 to 6 rows"),
         }
         #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("PackedF32 is made only where AVX-512 is available ({rows} rows)")
+        unreachable!("sgemm runs only where AVX-512 is available ({rows} rows, {a_transposed})")
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Tile, PANEL, VECS};
+    use super::{Start, Tile, PANEL, VECS};
     use std::arch::x86_64::*;
 
-    /// R rows × 64 columns: per k, four weight vectors and R broadcast x values, 4R fused
-    /// multiply-adds into accumulators that stay in registers; then y = start + sums, with
+    /// run[j] = src[j · stride] for j < 64.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn gather_run(src: *const f32, stride: usize, run: *mut f32) {
+        let stride = stride as i32;
+        let lanes = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32(stride),
+        );
+        for v in 0..VECS {
+            let values = _mm512_i32gather_ps::<4>(lanes, src.add(16 * v * stride as usize));
+            _mm512_store_ps(run.add(16 * v), values);
+        }
+    }
+
+    /// R rows × 64 columns: per k, four vectors of the panel and R broadcast values of A,
+    /// 4R fused multiply-adds into accumulators that stay in registers; then y = start + sums,
     /// the columns past `cols` masked off.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn tile<const R: usize>(t: &Tile) {
+    pub(super) unsafe fn tile<const R: usize, const A_TRANSPOSED: bool>(t: &Tile) {
         let mut acc = [[_mm512_setzero_ps(); VECS]; R];
-        let mut xr = [t.x; R];
-        for (r, xr) in xr.iter_mut().enumerate() {
-            *xr = t.x.add(r * t.ldx);
+        let mut rows = [t.a; R];
+        for (r, row) in rows.iter_mut().enumerate() {
+            *row = t.a.add(r * t.a_step);
         }
-        // Four k-steps per iteration: the loop's own instructions would otherwise compete
-        // with the multiply-adds for their two ports.
-        let step = |k: usize, acc: &mut [[__m512; VECS]; R]| {
-            let w = t.w.add(k * PANEL);
-            let mut wv = [_mm512_setzero_ps(); VECS];
-            for (v, wv) in wv.iter_mut().enumerate() {
-                *wv = _mm512_load_ps(w.add(16 * v));
-            }
-            for (acc, xr) in acc.iter_mut().zip(&xr) {
-                let a = _mm512_set1_ps(*xr.add(k));
-                for v in 0..VECS {
-                    acc[v] = _mm512_fmadd_ps(wv[v], a, acc[v]);
+        // One k-step. A macro, not a closure: through a closure's `&mut` LLVM kept the
+        // accumulators in memory (2.3× slower).
+        macro_rules! step {
+            ($k:expr) => {{
+                let k = $k;
+                let w = t.w.add(k * PANEL);
+                let mut wv = [_mm512_setzero_ps(); VECS];
+                for (v, wv) in wv.iter_mut().enumerate() {
+                    *wv = _mm512_load_ps(w.add(16 * v));
                 }
-            }
-        };
+                let at_k = t.a.add(k * t.a_step);
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let a = _mm512_set1_ps(if A_TRANSPOSED { *at_k.add(r) } else { *rows[r].add(k) });
+                    for v in 0..VECS {
+                        acc[v] = _mm512_fmadd_ps(wv[v], a, acc[v]);
+                    }
+                }
+            }};
+        }
+        // Four k-steps per iteration: the loop's own instructions would otherwise take issue
+        // slots from the multiply-adds.
         let mut k = 0;
         while k + 4 <= t.kc {
-            step(k, &mut acc);
-            step(k + 1, &mut acc);
-            step(k + 2, &mut acc);
-            step(k + 3, &mut acc);
+            step!(k);
+            step!(k + 1);
+            step!(k + 2);
+            step!(k + 3);
             k += 4;
         }
         while k < t.kc {
-            step(k, &mut acc);
+            step!(k);
             k += 1;
+        }
+        // Each vector's mask of the columns to write (none past `cols`).
+        let mut masks = [0 as __mmask16; VECS];
+        for (v, mask) in masks.iter_mut().enumerate() {
+            let left = t.cols.saturating_sub(16 * v);
+            *mask = if left >= 16 { u16::MAX } else { (1u16 << left) - 1 };
         }
         for (r, acc) in acc.iter().enumerate() {
             let y = t.y.add(r * t.ldy);
-            for (v, &sums) in acc.iter().enumerate() {
+            for (v, (&mask, &sums)) in masks.iter().zip(acc).enumerate() {
                 let col = 16 * v;
-                if col >= t.cols {
-                    break;
-                }
-                let mask: __mmask16 = if t.cols - col >= 16 { u16::MAX } else { (1u16 << (t.cols - col)) - 1 };
-                let start = match t.bias {
-                    Some(b) => _mm512_maskz_loadu_ps(mask, b.add(col)),
-                    None => _mm512_maskz_loadu_ps(mask, y.add(col)),
+                let out = match t.start {
+                    Start::Zero => sums,
+                    Start::Dst => _mm512_add_ps(_mm512_maskz_loadu_ps(mask, y.add(col)), sums),
+                    Start::Bias(b) => _mm512_add_ps(_mm512_maskz_loadu_ps(mask, b.add(col)), sums),
                 };
-                _mm512_mask_storeu_ps(y.add(col), mask, _mm512_add_ps(start, sums));
+                _mm512_mask_storeu_ps(y.add(col), mask, out);
             }
         }
     }
@@ -313,7 +539,14 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::linear_rows;
+    use crate::kernels::gemm_reference;
+
+    /// gemm's x·w + b: the bias rows, then the product added.
+    fn gemm_linear(x: View, w: View, bias: &[f32]) -> Vec<f32> {
+        let mut y: Vec<f32> = (0..x.rows).flat_map(|_| bias.iter().copied()).collect();
+        gemm_reference(&mut y, true, x, w);
+        y
+    }
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
         // A fixed LCG: reproducible inputs in [-1, 1).
@@ -324,6 +557,13 @@ mod tests {
                 (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0
             })
             .collect()
+    }
+
+    fn assert_same_bits(got: &[f32], expected: &[f32], what: &str) {
+        assert_eq!(got.len(), expected.len(), "{what}");
+        for (i, (g, e)) in got.iter().zip(expected).enumerate() {
+            assert_eq!(g.to_bits(), e.to_bits(), "{what} at {i}: {g} vs {e}");
+        }
     }
 
     #[test]
@@ -337,34 +577,60 @@ mod tests {
     }
 
     /// Against gemm's product on ragged shapes: k over one and several blocks, rows not a
-    /// multiple of 6, columns not a multiple of 64. The sums are gemm's, in gemm's order; where
-    /// k fits one block (≤ 512) that order is fixed on every CPU and the values must be
-    /// identical to the bit, and within rounding where gemm's block size depends on the caches.
+    /// multiple of 6, columns not a multiple of 64. Same sums in the same order: the same bits.
     #[test]
-    fn product_equals_gemm_with_bias_and_gelu() {
-        for &(rows, ins, outs) in
-            &[(1, 1, 1), (7, 33, 70), (13, 384, 384), (50, 384, 1152), (23, 1536, 384), (6, 700, 100)]
-        {
-            let x = values(rows * ins, 2);
-            let wt = values(ins * outs, 3);
-            let bias = values(outs, 4);
+    fn inference_product_is_gemms_with_bias_and_gelu() {
+        let shapes = [(2, 3, 300), (7, 33, 70), (13, 384, 384), (50, 384, 1152), (23, 1536, 384), (70, 700, 100)];
+        for &(rows, ins, outs) in &shapes {
+            let (x, wt, bias) = (values(rows * ins, 2), values(ins * outs, 3), values(outs, 4));
             let Some(packed) = PackedF32::new(&wt, ins, outs) else { return assert!(!available()) };
             for gelu in [false, true] {
-                let mut expected = linear_rows(&x, &wt, &bias, rows, ins, outs);
+                let mut expected = gemm_linear(View::rows(&x, rows, ins), View::rows(&wt, ins, outs), &bias);
                 if gelu {
                     gelu_in_place(&mut expected);
                 }
                 let got = packed.linear(&x, rows, &bias, gelu);
-                assert_eq!(got.len(), expected.len());
-                for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
-                    if ins <= MAX_KC && rows > 1 {
-                        assert_eq!(g.to_bits(), e.to_bits(), "({rows}, {ins}, {outs}) gelu {gelu} at {i}: {g} vs {e}");
-                    } else {
-                        assert!((g - e).abs() <= 1e-4 * (1.0 + e.abs()), "({rows}, {ins}, {outs}) at {i}: {g} vs {e}");
-                    }
-                }
+                assert_same_bits(&got, &expected, &format!("({rows}, {ins}, {outs}) gelu {gelu}"));
             }
         }
+    }
+
+    /// The training products — x·Wᵀ with torch's (out, in) weight, dy·W, dyᵀ·x — against
+    /// gemm's, accumulating and not: the same bits.
+    #[test]
+    fn training_products_are_gemms() {
+        for &(m, k, n) in &[(12, 40, 70), (37, 384, 1152), (130, 1536, 384), (384, 600, 100)] {
+            let (a, b, c0) = (values(m * k, 5), values(k * n, 6), values(m * n, 7));
+            let a_views = [View::rows(&a, m, k), View::rows(&a, k, m).t()];
+            let b_views = [View::rows(&b, k, n), View::rows(&b, n, k).t()];
+            for (ai, a) in a_views.iter().enumerate() {
+                for (bi, b) in b_views.iter().enumerate() {
+                    for accumulate in [false, true] {
+                        let mut expected = c0.clone();
+                        gemm_reference(&mut expected, accumulate, *a, *b);
+                        let mut got = c0.clone();
+                        if !matmul_into(&mut got, accumulate, *a, *b) {
+                            return assert!(!available());
+                        }
+                        let what = format!("({m}, {k}, {n}) a{ai} b{bi} accumulate {accumulate}");
+                        assert_same_bits(&got, &expected, &what);
+                    }
+                }
+                let bias = values(n, 8);
+                let expected = gemm_linear(*a, b_views[1], &bias);
+                let got = linear(*a, b_views[1], &bias).expect("taken where matmul_into is");
+                assert_same_bits(&got, &expected, &format!("linear ({m}, {k}, {n}) a{ai}"));
+            }
+        }
+    }
+
+    #[test]
+    fn declines_what_gemm_runs_otherwise() {
+        let (a, b) = (values(3 * 10, 1), values(10 * 4, 2));
+        let mut dst = vec![7.0; 12];
+        // 12 outputs: gemm's kernel for small products sums in another order.
+        assert!(!matmul_into(&mut dst, false, View::rows(&a, 3, 10), View::rows(&b, 10, 4)));
+        assert_eq!(dst, vec![7.0; 12]);
     }
 
     #[test]
