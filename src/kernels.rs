@@ -350,26 +350,23 @@ impl<'a> View<'a> {
     }
 }
 
-/// `dst` (row-major a.rows × b.cols) = a·b, or += a·b with `accumulate`, over rayon's
-/// threads: on `sgemm`'s AVX-512 tiles where it takes the product (the same values), else on
-/// gemm's micro-kernels.
-fn gemm_into(dst: &mut [f32], accumulate: bool, a: View, b: View) {
-    if !crate::sgemm::matmul_into(dst, accumulate, a, b) {
-        gemm_parallel(dst, accumulate, a, b)
-    }
+/// a·b as a new row-major (a.rows × b.cols) output, over rayon's threads: on `sgemm`'s
+/// AVX-512 tiles where it takes the product (the same values, and no zeroed output first),
+/// else on gemm's micro-kernels.
+fn matmul_new(a: View, b: View) -> Vec<f32> {
+    crate::sgemm::matmul(a, b).unwrap_or_else(|| {
+        let mut c = vec![0f32; a.rows * b.cols];
+        gemm_into(&mut c, false, a, b);
+        c
+    })
 }
 
-/// `gemm_into` on the gemm crate alone.
-fn gemm_parallel(dst: &mut [f32], accumulate: bool, a: View, b: View) {
+/// `dst` (row-major a.rows × b.cols) = a·b, or += a·b with `accumulate`, on gemm's
+/// micro-kernels (AVX-512 where present) over rayon's threads.
+pub(crate) fn gemm_into(dst: &mut [f32], accumulate: bool, a: View, b: View) {
     let threads = rayon::current_num_threads();
     let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     gemm_with(dst, accumulate, a, b, parallelism)
-}
-
-/// gemm's product, for tests to hold other kernels to.
-#[cfg(test)]
-pub(crate) fn gemm_reference(dst: &mut [f32], accumulate: bool, a: View, b: View) {
-    gemm_parallel(dst, accumulate, a, b)
 }
 
 fn gemm_with(dst: &mut [f32], accumulate: bool, a: View, b: View, parallelism: gemm::Parallelism) {
@@ -481,9 +478,7 @@ pub fn matmul_f32(
 ) -> Vec<f32> {
     let view =
         |data, rows, cols, t: bool| if t { View::rows(data, cols, rows).t() } else { View::rows(data, rows, cols) };
-    let mut c = vec![0f32; m * n];
-    gemm_into(&mut c, false, view(a, m, k, a_transposed), view(b, k, n, b_transposed));
-    c
+    matmul_new(view(a, m, k, a_transposed), view(b, k, n, b_transposed))
 }
 
 /// dx = dy·W, dW = dyᵀ·x, db = Σ_rows dy: two products (no transposed copies) and a column sum.
@@ -501,11 +496,7 @@ fn linear_bwd(
         (dx, dw)
     } else {
         let dy_m = View::rows(dy, rows, outs);
-        let mut dx = vec![0f32; rows * ins];
-        gemm_into(&mut dx, false, dy_m, View::rows(w, outs, ins));
-        let mut dw = vec![0f32; outs * ins];
-        gemm_into(&mut dw, false, dy_m.t(), View::rows(x, rows, ins));
-        (dx, dw)
+        (matmul_new(dy_m, View::rows(w, outs, ins)), matmul_new(dy_m.t(), View::rows(x, rows, ins)))
     };
     let partials: Vec<Vec<f32>> = dy
         .par_chunks(outs * ROWS_PER_TASK)

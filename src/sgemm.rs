@@ -176,26 +176,23 @@ impl PackedF32 {
     }
 }
 
-/// `dst` (a.rows × b.cols, row-major) = a·b, or += a·b with `accumulate`, with B packed for
-/// this call. Returns false, leaving `dst` alone, where gemm must run it instead: without
-/// AVX-512, for A stored other than row-major or transposed, and for the shapes gemm sends to
-/// other kernels (a single row or column, k ≤ 2, at most 256 outputs), whose order of sums
-/// differs.
-pub fn matmul_into(dst: &mut [f32], accumulate: bool, a: View, b: View) -> bool {
+/// a·b as a new (a.rows × b.cols) row-major output, with B packed for this call. None where
+/// gemm must run it instead: without AVX-512, for A stored other than row-major or
+/// transposed, and for the shapes gemm sends to other kernels (a single row or column, k ≤ 2,
+/// at most 256 outputs), whose order of sums differs.
+pub fn matmul(a: View, b: View) -> Option<Vec<f32>> {
     let shape = Shape { m: a.rows, k: a.cols, n: b.cols };
     if !takes(shape, a) {
-        return false;
+        return None;
     }
-    assert!(b.rows == shape.k && dst.len() == shape.m * shape.n, "matmul_into: shapes do not fit");
-    let start = if accumulate { Start::Dst } else { Start::Zero };
-    // SAFETY: f32 and MaybeUninit<f32> have one layout, and every value of dst is initialised.
-    let y = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut MaybeUninit<f32>, dst.len()) };
-    with_panels(|panels| unsafe { product(lhs(a), shape, Rhs::Pack(b, panels), start, false, y) });
-    true
+    assert!(b.rows == shape.k, "sgemm::matmul: shapes do not fit");
+    Some(new_output(shape.m * shape.n, |y| {
+        with_panels(|panels| unsafe { product(lhs(a), shape, Rhs::Pack(b, panels), Start::Zero, false, y) })
+    }))
 }
 
 /// x·w + b as a new (x.rows, w.cols) output, with w packed for this call (the training
-/// forward pass); None where `matmul_into` would decline.
+/// forward pass); None where `matmul` would decline.
 pub fn linear(x: View, w: View, bias: &[f32]) -> Option<Vec<f32>> {
     let shape = Shape { m: x.rows, k: x.cols, n: w.cols };
     if !takes(shape, x) {
@@ -209,7 +206,7 @@ pub fn linear(x: View, w: View, bias: &[f32]) -> Option<Vec<f32>> {
     }))
 }
 
-/// Whether these kernels run A (m × k)·B (k × n) with gemm's sums (see `matmul_into`).
+/// Whether these kernels run A (m × k)·B (k × n) with gemm's sums (see `matmul`).
 fn takes(shape: Shape, a: View) -> bool {
     let Shape { m, k, n } = shape;
     available() && (a.cs == 1 || a.rs == 1) && a.fits() && m > 1 && n > 1 && k > 2 && m * n > 256
@@ -539,7 +536,7 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::gemm_reference;
+    use crate::kernels::gemm_into as gemm_reference;
 
     /// gemm's x·w + b: the bias rows, then the product added.
     fn gemm_linear(x: View, w: View, bias: &[f32]) -> Vec<f32> {
@@ -596,29 +593,23 @@ mod tests {
     }
 
     /// The training products — x·Wᵀ with torch's (out, in) weight, dy·W, dyᵀ·x — against
-    /// gemm's, accumulating and not: the same bits.
+    /// gemm's, with and without a bias: the same bits.
     #[test]
     fn training_products_are_gemms() {
         for &(m, k, n) in &[(12, 40, 70), (37, 384, 1152), (130, 1536, 384), (384, 600, 100)] {
-            let (a, b, c0) = (values(m * k, 5), values(k * n, 6), values(m * n, 7));
+            let (a, b) = (values(m * k, 5), values(k * n, 6));
             let a_views = [View::rows(&a, m, k), View::rows(&a, k, m).t()];
             let b_views = [View::rows(&b, k, n), View::rows(&b, n, k).t()];
             for (ai, a) in a_views.iter().enumerate() {
                 for (bi, b) in b_views.iter().enumerate() {
-                    for accumulate in [false, true] {
-                        let mut expected = c0.clone();
-                        gemm_reference(&mut expected, accumulate, *a, *b);
-                        let mut got = c0.clone();
-                        if !matmul_into(&mut got, accumulate, *a, *b) {
-                            return assert!(!available());
-                        }
-                        let what = format!("({m}, {k}, {n}) a{ai} b{bi} accumulate {accumulate}");
-                        assert_same_bits(&got, &expected, &what);
-                    }
+                    let mut expected = vec![0f32; m * n];
+                    gemm_reference(&mut expected, false, *a, *b);
+                    let Some(got) = matmul(*a, *b) else { return assert!(!available()) };
+                    assert_same_bits(&got, &expected, &format!("({m}, {k}, {n}) a{ai} b{bi}"));
                 }
                 let bias = values(n, 8);
                 let expected = gemm_linear(*a, b_views[1], &bias);
-                let got = linear(*a, b_views[1], &bias).expect("taken where matmul_into is");
+                let got = linear(*a, b_views[1], &bias).expect("taken where matmul is");
                 assert_same_bits(&got, &expected, &format!("linear ({m}, {k}, {n}) a{ai}"));
             }
         }
@@ -627,10 +618,11 @@ mod tests {
     #[test]
     fn declines_what_gemm_runs_otherwise() {
         let (a, b) = (values(3 * 10, 1), values(10 * 4, 2));
-        let mut dst = vec![7.0; 12];
         // 12 outputs: gemm's kernel for small products sums in another order.
-        assert!(!matmul_into(&mut dst, false, View::rows(&a, 3, 10), View::rows(&b, 10, 4)));
-        assert_eq!(dst, vec![7.0; 12]);
+        assert!(matmul(View::rows(&a, 3, 10), View::rows(&b, 10, 4)).is_none());
+        // k = 2: gemm's outer-product kernel.
+        let (a, b) = (values(40 * 2, 1), values(2 * 40, 2));
+        assert!(matmul(View::rows(&a, 40, 2), View::rows(&b, 2, 40)).is_none());
     }
 
     #[test]
