@@ -247,6 +247,8 @@ thread_local! {
     /// one for each 32-row block cost more than the conversion.
     static BF16_ROWS: std::cell::Cell<Lines<u16>> = const { std::cell::Cell::new(Lines::new()) };
     static U8_ROWS: std::cell::Cell<Lines<u8>> = const { std::cell::Cell::new(Lines::new()) };
+    /// A thread's last B packed for `matmul_bf16`.
+    static PACKED_B: std::cell::Cell<Lines<u16>> = const { std::cell::Cell::new(Lines::new()) };
 }
 
 /// The thread's scratch buffer, `len` long (contents unspecified: the caller writes all of it).
@@ -330,11 +332,17 @@ impl Bf16Weights {
     /// transposed. Each step in one pass over the operand: converting it first, then
     /// interleaving, cost as much as the tile unit's product.
     fn pack_view(w: View) -> Self {
+        Self::pack_view_into(w, Lines::new())
+    }
+
+    /// `pack_view` into `data`, whatever it holds: every tile is written whole (zeros past the
+    /// operand's edges), so a buffer kept from an earlier call serves without zeroing.
+    fn pack_view_into(w: View, mut data: Lines<u16>) -> Self {
         let (ins, outs) = (w.rows, w.cols);
         assert!(w.cs == 1 || w.rs == 1, "bf16 pack: a view with neither stride 1");
         let chunks = ins.div_ceil(32);
         let panels = outs.div_ceil(BLOCK);
-        let mut data = Lines::zeroed(panels * chunks * 2 * BF16_PER_TILE);
+        data.resize(panels * chunks * 2 * BF16_PER_TILE);
         data.par_chunks_mut(chunks * 2 * BF16_PER_TILE).enumerate().for_each(|(p, panel)| {
             for (i, tile) in panel.chunks_mut(BF16_PER_TILE).enumerate() {
                 let (c, t) = (i / 2, i % 2);
@@ -531,9 +539,13 @@ pub fn matmul_bf16(a: View, b: View, bias: Option<&[f32]>) -> Vec<f32> {
     assert_eq!(a.cols, b.rows, "matmul_bf16: inner dimensions");
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if amx::available() {
-        // A's rows are converted block by block into the product's scratch, never whole.
-        let packed = Bf16Weights::pack_view(b);
-        return packed.product(m, bias, false, |first, n, dst, stride| rows_to_bf16(a, first, n, dst, stride));
+        // B is packed into the thread's buffer of the last call (fresh pages for each product
+        // cost 10-20 % of it); A's rows are converted block by block into the product's
+        // scratch, never whole.
+        let packed = Bf16Weights::pack_view_into(b, take_scratch(&PACKED_B, 0));
+        let y = packed.product(m, bias, false, |first, n, dst, stride| rows_to_bf16(a, first, n, dst, stride));
+        put_scratch(&PACKED_B, packed.data);
+        return y;
     }
     // Without the tile unit B is rounded in place of its layout: packing it only to unpack it
     // again gave the same values.
