@@ -1,7 +1,8 @@
 //! `--precision bf16|int8` against f32 on multilingual-e5-small fine-tuned briefly on German
 //! PAN-X (a head with real margins, as users run): the logits' error stays bounded and the
-//! predicted labels stay the same on real batches; `xner quantize` writes a directory that runs
-//! exactly as quantizing on the fly does; the CLI's flags reach the model.
+//! predicted labels stay the same on real batches; each path gives the same numbers on any
+//! number of threads; `xner quantize` writes a directory that runs exactly as quantizing on the
+//! fly does; the CLI's flags reach the model.
 
 mod common;
 
@@ -62,9 +63,18 @@ fn bf16_and_int8_stay_close_to_f32_and_a_quantized_directory_runs_as_on_the_fly(
     let batches = xner::bench::real_batches(&model, &aligned.sentences, 24).unwrap();
     let reference = logits(&model, &batches);
     assert!(reference.len() > 4000, "{} tokens", reference.len());
+    // Inference runs a batch's sentences in groups, one per thread: the same numbers, to the
+    // bit, for any number of threads (1: one group; 3: three groups over the 24 sentences).
+    let in_pool = |threads: usize, model: &TokenClassifier| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| logits(model, &batches))
+    };
+    assert_eq!(in_pool(1, &model), reference, "f32 on one thread");
+    assert_eq!(in_pool(3, &model), reference, "f32 on three threads");
     for (precision, max_relative_error) in [(Precision::Bf16, 0.02), (Precision::Int8, 0.05)] {
         model.set_precision(precision).unwrap();
         let ours = logits(&model, &batches);
+        assert_eq!(in_pool(1, &model), ours, "{precision} on one thread");
         let (mut err, mut norm, mut agree) = (0f64, 0f64, 0usize);
         for (a, b) in ours.iter().zip(&reference) {
             err += a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>();
