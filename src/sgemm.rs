@@ -31,16 +31,17 @@ const ROWS: usize = 6;
 /// within a core's L2, while the rows of A stay in L1.
 const BLOCK_PANELS: usize = 8;
 
-/// Whether this CPU runs these products (AVX-512 F).
+/// Whether this CPU runs these products (AVX-512 F). `XNER_NO_AVX512=1` turns them off, so
+/// that gemm's path, the one CPUs without AVX-512 take, can be run on the same machine.
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        let detected = std::arch::is_x86_feature_detected!("avx512f");
+        #[cfg(not(target_arch = "x86_64"))]
+        let detected = false;
+        detected && std::env::var_os("XNER_NO_AVX512").is_none()
+    })
 }
 
 /// The depth of gemm's k-blocks for C (m × n, row-major) = A (m × k)·B (k × n). gemm computes
