@@ -35,13 +35,19 @@ const BLOCK_PANELS: usize = 8;
 /// that gemm's path, the one CPUs without AVX-512 take, can be run on the same machine.
 pub fn available() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        let detected = std::arch::is_x86_feature_detected!("avx512f");
-        #[cfg(not(target_arch = "x86_64"))]
-        let detected = false;
-        detected && std::env::var_os("XNER_NO_AVX512").is_none()
-    })
+    *AVAILABLE.get_or_init(|| has_avx512() && std::env::var_os("XNER_NO_AVX512").is_none())
+}
+
+/// Whether the CPU has AVX-512 F (whatever `XNER_NO_AVX512` says).
+pub(crate) fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// The depth of gemm's k-blocks for C (m × n, row-major) = A (m × k)·B (k × n). gemm computes
