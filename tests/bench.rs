@@ -44,3 +44,41 @@ fn bench_command_reports_padding_throughput_and_peak_memory() {
     assert!(json["xner_peak_bytes"].as_u64().unwrap() > 1 << 20);
     assert!(json["workload"].as_str().unwrap().contains("48 de training sentences"));
 }
+
+#[test]
+fn bench_gemm_times_every_product_of_the_model_at_each_precision() {
+    let tmp = common::tempdir();
+    let dir = common::tiny_xlmr(&tmp.path().join("tiny"));
+    let out = common::xner()
+        .args(["bench", "--model", dir.to_str().unwrap(), "--gemm", "--gemm-tokens", "40"])
+        .args(["--gemm-rounds", "1", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let products = report["products"].as_array().unwrap();
+    // Four linear layers, each forward for inference, forward for training, dx and dW.
+    assert_eq!(products.len(), 16, "{report}");
+    for product in products {
+        let shape = &product["shape"];
+        // The 40 tokens are the rows of a forward product or dx, the depth of dW.
+        assert!(shape["m"] == 40 || shape["k"] == 40, "{shape}");
+        let inference = shape["inference"].as_bool().unwrap();
+        for precision in ["f32", "bf16", "int8"] {
+            let timed = product[precision]["xner"].as_f64();
+            if precision == "int8" && !inference {
+                assert!(timed.is_none(), "{product}");
+            } else {
+                assert!(timed.is_some_and(|g| g > 0.0), "{precision}: {product}");
+                // No --python: no torch column.
+                assert!(product[precision]["torch"].is_null(), "{product}");
+            }
+        }
+    }
+    // Rounds are counted from one.
+    let zero = common::xner()
+        .args(["bench", "--model", dir.to_str().unwrap(), "--gemm", "--gemm-rounds", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(zero.status.code(), Some(2), "{}", String::from_utf8_lossy(&zero.stderr));
+}
