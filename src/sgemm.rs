@@ -66,15 +66,16 @@ fn block_depth(m: usize, n: usize, k: usize) -> usize {
 fn pack_panels(b: View, panels: &mut Lines<f32>) {
     panels.resize(b.cols.div_ceil(PANEL) * b.rows * PANEL);
     if b.rows > 0 {
-        panels.par_chunks_mut(b.rows * PANEL).enumerate().for_each(|(p, panel)| pack_panel(b, p, panel));
+        panels.par_chunks_mut(b.rows * PANEL).enumerate().for_each(|(p, panel)| pack_panel(b, p, 0..b.rows, panel));
     }
 }
 
-/// Panel p of B (`pack_panels`) into `panel`, k · 64 values.
-fn pack_panel(b: View, p: usize, panel: &mut [f32]) {
+/// The runs `ks` of panel p of B (`pack_panels`) into `panel`, k · 64 values.
+fn pack_panel(b: View, p: usize, ks: std::ops::Range<usize>, panel: &mut [f32]) {
     let first = p * PANEL;
     let width = PANEL.min(b.cols - first);
-    for (kk, run) in panel.chunks_exact_mut(PANEL).enumerate() {
+    let runs = panel[ks.start * PANEL..ks.end * PANEL].chunks_exact_mut(PANEL);
+    for (kk, run) in ks.clone().zip(runs) {
         let at = kk * b.rs + first * b.cs;
         if b.cs == 1 && width == PANEL {
             // A fixed length: four vector moves, not a call to memcpy.
@@ -348,7 +349,7 @@ struct Task<'a> {
     a: Lhs,
     shape: Shape,
     panels: *const f32,
-    /// B, where each job packs its panels into `panels` first.
+    /// B, where each job packs its panels into `panels`, a k-block at a time, as it reaches them.
     pack: Option<View<'a>>,
     start: Start,
     gelu: bool,
@@ -365,12 +366,6 @@ impl Task<'_> {
     /// As `product`'s; no other job writes this job's rectangle.
     unsafe fn run(&self, job: Job) {
         let Shape { m, k, n } = self.shape;
-        if let Some(b) = self.pack {
-            for p in job.panels.clone() {
-                let panel = self.panels.add(p * k * PANEL) as *mut f32;
-                pack_panel(b, p, std::slice::from_raw_parts_mut(panel, k * PANEL));
-            }
-        }
         let depth = block_depth(m, n, k);
         let mut k0 = 0;
         while k0 < k {
@@ -380,6 +375,14 @@ impl Task<'_> {
             let mut p0 = job.panels.start;
             while p0 < job.panels.end {
                 let p1 = (p0 + BLOCK_PANELS).min(job.panels.end);
+                if let Some(b) = self.pack {
+                    // This k-block of these panels, packed just before its rows read it: it
+                    // stays in L2 (a whole large B, packed first, went out to L3).
+                    for p in p0..p1 {
+                        let panel = self.panels.add(p * k * PANEL) as *mut f32;
+                        pack_panel(b, p, k0..k0 + kc, std::slice::from_raw_parts_mut(panel, k * PANEL));
+                    }
+                }
                 let mut row = job.rows.start;
                 while row < job.rows.end {
                     let rows = ROWS.min(job.rows.end - row);
