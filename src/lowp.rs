@@ -252,7 +252,7 @@ thread_local! {
 }
 
 /// The thread's scratch buffer, `len` long (contents unspecified: the caller writes all of it).
-fn take_scratch<T: Plain + 'static>(
+pub(crate) fn take_scratch<T: Plain + 'static>(
     key: &'static std::thread::LocalKey<std::cell::Cell<Lines<T>>>,
     len: usize,
 ) -> Lines<T> {
@@ -261,7 +261,7 @@ fn take_scratch<T: Plain + 'static>(
     v
 }
 
-fn put_scratch<T: 'static>(key: &'static std::thread::LocalKey<std::cell::Cell<Lines<T>>>, v: Lines<T>) {
+pub(crate) fn put_scratch<T: 'static>(key: &'static std::thread::LocalKey<std::cell::Cell<Lines<T>>>, v: Lines<T>) {
     key.set(v);
 }
 

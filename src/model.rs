@@ -1024,9 +1024,6 @@ impl TensorSource<'_> {
     }
 }
 
-/// Mean cross-entropy over the positions whose label is not -100, as
-/// `torch.nn.CrossEntropyLoss(ignore_index=-100)`; log-softmax from differentiable ops.
-/// Returns None when the batch has no labelled position.
 /// Sentences of `lens` tokens cut into at most `groups` runs of consecutive sentences with
 /// about equal tokens: (first row, lengths) of each, none empty.
 fn sentence_groups(lens: &[usize], groups: usize) -> Vec<(usize, Vec<usize>)> {
@@ -1051,6 +1048,9 @@ fn sentence_groups(lens: &[usize], groups: usize) -> Vec<(usize, Vec<usize>)> {
     out
 }
 
+/// Mean cross-entropy over the positions whose label is not -100, as
+/// `torch.nn.CrossEntropyLoss(ignore_index=-100)`; log-softmax from differentiable ops.
+/// Returns None when the batch has no labelled position.
 pub fn token_loss(logits: &Tensor, labels: &Tensor) -> Result<Option<Tensor>> {
     let n_labels = logits.dim(D::Minus1)?;
     let logits = logits.reshape(((), n_labels))?;

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use crate::kernels::{gelu_in_place, View};
-use crate::lowp::Lines;
+use crate::lowp::{put_scratch, take_scratch, Lines};
 
 /// Output columns per panel: four 16-lane vectors.
 const PANEL: usize = 64;
@@ -127,7 +127,7 @@ impl PackedF32 {
         if !available() {
             return None;
         }
-        let mut panels = Lines::zeroed(0);
+        let mut panels = Lines::new();
         pack_panels(View::rows(wt, ins, outs), &mut panels);
         Some(PackedF32 { ins, outs, panels })
     }
@@ -189,53 +189,38 @@ impl PackedF32 {
 /// transposed, and for the shapes gemm sends to other kernels (a single row or column, k ≤ 2,
 /// at most 256 outputs), whose order of sums differs.
 pub fn matmul(a: View, b: View) -> Option<Vec<f32>> {
-    let shape = Shape { m: a.rows, k: a.cols, n: b.cols };
-    if !takes(shape, a) {
-        return None;
-    }
-    assert!(b.rows == shape.k, "sgemm::matmul: shapes do not fit");
-    Some(new_output(shape.m * shape.n, |y| {
-        with_panels(|panels| unsafe { product(lhs(a), shape, Rhs::Pack(b, panels), Start::Zero, false, y) })
-    }))
+    packing_b(a, b, Start::Zero)
 }
 
 /// x·w + b as a new (x.rows, w.cols) output, with w packed for this call (the training
 /// forward pass); None where `matmul` would decline.
 pub fn linear(x: View, w: View, bias: &[f32]) -> Option<Vec<f32>> {
-    let shape = Shape { m: x.rows, k: x.cols, n: w.cols };
-    if !takes(shape, x) {
+    assert_eq!(bias.len(), w.cols, "sgemm::linear: bias does not fit");
+    packing_b(x, w, Start::Bias(bias.as_ptr()))
+}
+
+/// start + a·b as a new output, B packed into the calling thread's buffer (fresh pages for each
+/// product's panels would cost more than packing them); None where `matmul` would decline.
+/// A `Start::Bias` covers b.cols values.
+fn packing_b(a: View, b: View, start: Start) -> Option<Vec<f32>> {
+    let shape = Shape { m: a.rows, k: a.cols, n: b.cols };
+    let Shape { m, k, n } = shape;
+    if !(available() && (a.cs == 1 || a.rs == 1) && a.fits() && m > 1 && n > 1 && k > 2 && m * n > 256) {
         return None;
     }
-    assert!(w.rows == shape.k && bias.len() == shape.n, "sgemm::linear: shapes do not fit");
-    Some(new_output(shape.m * shape.n, |y| {
-        with_panels(|panels| unsafe {
-            product(lhs(x), shape, Rhs::Pack(w, panels), Start::Bias(bias.as_ptr()), false, y)
-        })
-    }))
-}
-
-/// Whether these kernels run A (m × k)·B (k × n) with gemm's sums (see `matmul`).
-fn takes(shape: Shape, a: View) -> bool {
-    let Shape { m, k, n } = shape;
-    available() && (a.cs == 1 || a.rs == 1) && a.fits() && m > 1 && n > 1 && k > 2 && m * n > 256
-}
-
-fn lhs(a: View) -> Lhs {
-    Lhs { data: a.data.as_ptr(), rs: a.rs, cs: a.cs }
+    assert!(b.rows == k, "sgemm: inner dimensions do not fit");
+    let lhs = Lhs { data: a.data.as_ptr(), rs: a.rs, cs: a.cs };
+    let mut panels = take_scratch(&PANELS, 0);
+    // SAFETY: a fits its storage (checked) and is m × k, B is checked by `product`, the bias
+    // covers n (the callers'), and AVX-512 is here (`available`).
+    let y = new_output(m * n, |y| unsafe { product(lhs, shape, Rhs::Pack(b, &mut panels), start, false, y) });
+    put_scratch(&PANELS, panels);
+    Some(y)
 }
 
 thread_local! {
-    /// The calling thread's packed B, kept between calls (fresh pages for each product's
-    /// panels would cost more than packing them).
+    /// The calling thread's packed B, kept between calls.
     static PANELS: std::cell::Cell<Lines<f32>> = const { std::cell::Cell::new(Lines::new()) };
-}
-
-/// Runs `f` with the calling thread's buffer of panels.
-fn with_panels<R>(f: impl FnOnce(&mut Lines<f32>) -> R) -> R {
-    let mut panels = PANELS.take();
-    let r = f(&mut panels);
-    PANELS.set(panels);
-    r
 }
 
 /// A new output of `n` values, every one of which `fill` writes.

@@ -102,24 +102,26 @@ fn bf16_and_int8_stay_close_to_f32_and_a_quantized_directory_runs_as_on_the_fly(
         json_of(common::xner().args(["quantize", dir.to_str().unwrap(), quantized.to_str().unwrap(), "--json"]));
     assert_eq!(report["quantized_tensors"], 72, "{report}");
     assert!(report["bytes_after"].as_u64() < report["bytes_before"].as_u64(), "{report}");
-    let eval = |model: &Path, precision: &str| {
-        json_of(
-            common::xner()
-                .args(["eval", "--model", model.to_str().unwrap(), "--langs", "de", "--split", "validation"])
-                .args(["--max-samples", "300", "--precision", precision, "--json"]),
-        )["de"]
-            .clone()
+    // `eval` of 300 validation sentences; with `no_avx512`, on gemm's path (as on CPUs without
+    // AVX-512) instead of the AVX-512 products.
+    let eval_on = |model: &Path, precision: &str, no_avx512: bool| {
+        let mut cmd = common::xner();
+        cmd.args(["eval", "--model", model.to_str().unwrap(), "--langs", "de", "--split", "validation"]).args([
+            "--max-samples",
+            "300",
+            "--precision",
+            precision,
+            "--json",
+        ]);
+        if no_avx512 {
+            cmd.env("XNER_NO_AVX512", "1");
+        }
+        json_of(&mut cmd)["de"].clone()
     };
+    let eval = |model: &Path, precision: &str| eval_on(model, precision, false);
     let (f32_eval, int8_eval, int8_file) = (eval(&dir, "f32"), eval(&dir, "int8"), eval(&quantized, "int8"));
-    // f32 without the AVX-512 products (gemm's path, as on CPUs without AVX-512): they sum in
-    // gemm's order, so the evaluation is the same to the last digit.
-    let gemm_eval = json_of(
-        common::xner()
-            .args(["eval", "--model", dir.to_str().unwrap(), "--langs", "de", "--split", "validation"])
-            .args(["--max-samples", "300", "--precision", "f32", "--json"])
-            .env("XNER_NO_AVX512", "1"),
-    )["de"]
-        .clone();
+    // The AVX-512 products sum in gemm's order, so the evaluation is the same to the last digit.
+    let gemm_eval = eval_on(&dir, "f32", true);
     for key in ["f1", "loss", "report"] {
         assert_eq!(gemm_eval[key], f32_eval[key], "{key}");
     }

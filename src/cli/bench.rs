@@ -219,25 +219,11 @@ fn run_gemm(args: &BenchArgs) -> Result<()> {
     let scratch = Scratch::new()?;
     let file = scratch.join("shapes.json");
     std::fs::write(&file, serde_json::to_string(&shapes)?)?;
-    let mut torch: Option<serde_json::Value> = None;
+    let mut torch_rounds: Vec<serde_json::Value> = vec![];
     let mut best: Vec<Vec<f64>> = shapes.iter().map(|s| vec![0.0; precisions(s).len()]).collect();
     for _ in 0..args.gemm_rounds {
         if let Some(py) = &args.python {
-            let round = run_script(py, "bench_gemm.py", &[file.display().to_string()])?;
-            torch = Some(match torch {
-                None => round,
-                Some(mut kept) => {
-                    for (i, shape) in shapes.iter().enumerate() {
-                        for p in precisions(shape) {
-                            let (old, new) = (&kept["shapes"][i][p.name()], &round["shapes"][i][p.name()]);
-                            if let (Some(a), Some(b)) = (old.as_f64(), new.as_f64()) {
-                                kept["shapes"][i][p.name()] = serde_json::json!(a.max(b));
-                            }
-                        }
-                    }
-                    kept
-                }
-            });
+            torch_rounds.push(run_script(py, "bench_gemm.py", &[file.display().to_string()])?);
         }
         for (shape, best) in shapes.iter().zip(&mut best) {
             for (&p, best) in precisions(shape).iter().zip(best.iter_mut()) {
@@ -248,10 +234,9 @@ fn run_gemm(args: &BenchArgs) -> Result<()> {
     let mut rows = vec![];
     let mut out = vec![];
     for (i, shape) in shapes.iter().enumerate() {
-        let theirs = torch.as_ref().map(|t| &t["shapes"][i]);
         let mut entry = serde_json::json!({"shape": shape});
         for (&p, &ours) in precisions(shape).iter().zip(&best[i]) {
-            let peer = theirs.and_then(|t| t[p.name()].as_f64());
+            let peer = torch_rounds.iter().filter_map(|t| t["shapes"][i][p.name()].as_f64()).reduce(f64::max);
             entry[p.name()] = serde_json::json!({"xner": ours, "torch": peer});
             let ratio = peer.map_or(String::new(), |t| format!("{:.0} %", 100.0 * ours / t));
             rows.push(vec![
@@ -266,7 +251,7 @@ fn run_gemm(args: &BenchArgs) -> Result<()> {
         out.push(entry);
     }
     if args.json {
-        let torch_version = torch.as_ref().map(|t| t["torch"].clone());
+        let torch_version = torch_rounds.first().map(|t| t["torch"].clone());
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"torch": torch_version, "products": out}))?);
     } else {
         let header = ["product", "m x k x n", "precision", "xner GFLOP/s", "torch GFLOP/s", "xner / torch"];
