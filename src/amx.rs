@@ -67,6 +67,17 @@ fn detect() -> bool {
     false
 }
 
+/// What a block's f32 sums start from.
+#[derive(Clone, Copy, Debug)]
+pub enum Start {
+    Zero,
+    /// The same 32 values (one per column) on every row: a bias, added without a pass of its
+    /// own, so that the tiles can be stored straight into the output. (Regular stores between
+    /// the tile unit's blocks stalled it: copying each block out of a scratch block and adding
+    /// the bias there cost a third of the product.)
+    Row(*const f32),
+}
+
 /// The tiles, configured on this thread for as long as the value lives (so not `Send`).
 pub struct Tiles(std::marker::PhantomData<*const ()>);
 
@@ -82,8 +93,8 @@ impl Tiles {
         Some(Tiles(std::marker::PhantomData))
     }
 
-    /// A 32 × 32 block of C = A · B for bf16 A and B over `chunks` chunks of 32 k, f32 sums,
-    /// written at `out` (rows `out_stride` bytes apart).
+    /// A 32 × 32 block of C = S + A · B for bf16 A and B over `chunks` chunks of 32 k, f32
+    /// sums started from S (`start`), written at `out` (rows `out_stride` bytes apart).
     ///
     /// A: 32 rows of bf16 from `a`, `a_stride` bytes apart; chunk c is bytes 64c..64c+64 of
     /// each row. B: `chunks` × 2 tiles at `b`, each 16 k-pairs × 16 columns × 2 bf16. Each
@@ -92,10 +103,12 @@ impl Tiles {
     ///
     /// # Safety
     /// `a` must be readable for 32 rows of `64 * chunks` bytes at `a_stride`, `b` for
-    /// `chunks * 2 * TILE_BYTES` bytes, and `out` writable for 32 rows of 128 bytes at
-    /// `out_stride`.
+    /// `chunks * 2 * TILE_BYTES` bytes, `out` writable for 32 rows of 128 bytes at
+    /// `out_stride`, and `start`'s pointer readable as it says.
+    #[allow(clippy::too_many_arguments)] // one block's operands, each with its layout
     pub unsafe fn bf16_block(
         &self,
+        start: Start,
         a: *const u16,
         a_stride: usize,
         b: *const u16,
@@ -103,9 +116,20 @@ impl Tiles {
         out: *mut f32,
         out_stride: usize,
     ) {
+        match start {
+            Start::Zero => asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack)),
+            // A zero stride loads the same 64 bytes into each of a tile's 16 rows.
+            Start::Row(row) => asm!(
+                "tileloadd tmm0, [{s0} + {zero} * 1]",
+                "tileloadd tmm1, [{s1} + {zero} * 1]",
+                "tileloadd tmm2, [{s0} + {zero} * 1]",
+                "tileloadd tmm3, [{s1} + {zero} * 1]",
+                s0 = in(reg) row, s1 = in(reg) row.add(16), zero = in(reg) 0usize,
+                options(nostack, readonly),
+            ),
+        }
         let a = a as *const u8;
         let b = b as *const u8;
-        asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack));
         for c in 0..chunks {
             let a0 = a.add(64 * c);
             let a1 = a0.add(16 * a_stride);
