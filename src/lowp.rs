@@ -406,6 +406,13 @@ impl Bf16Weights {
     ) -> Vec<f32> {
         let (ins, outs) = (self.ins, self.outs);
         let kp = self.chunks * 32;
+        // The bias (zeros without one) on whole cache lines, 32 per panel: the start of each
+        // block's sums, read by the tile unit 64 bytes a row (from the caller's slice, rows
+        // straddled two lines: 8 % of the product).
+        let mut starts = Lines::<f32>::zeroed(outs.div_ceil(BLOCK) * BLOCK);
+        if let Some(bias) = bias {
+            starts[..outs].copy_from_slice(bias);
+        }
         collect_row_blocks(rows, outs, |first, n, y| {
             // This block's rows in bf16, k padded with zeros, 32 rows (zeros past the end).
             let mut a = take_scratch(&BF16_ROWS, BLOCK * kp);
@@ -414,13 +421,9 @@ impl Bf16Weights {
                 row[if r < n { ins } else { 0 }..].fill(0);
             }
             let tiles = Tiles::configure().expect("AMX checked by the caller");
-            let no_bias = [0f32; BLOCK];
             let panels = outs.div_ceil(BLOCK);
             let panel = |p: usize| &self.data[p * self.chunks * 2 * BF16_PER_TILE..];
-            let bias_of = |p: usize| {
-                let (n0, width) = (p * BLOCK, BLOCK.min(outs - p * BLOCK));
-                bias.map_or(&no_bias[..width], |bias| &bias[n0..n0 + width])
-            };
+            let bias_of = |p: usize| &starts[p * BLOCK..p * BLOCK + BLOCK.min(outs - p * BLOCK)];
             // Whole 32 × 32 blocks go straight into y, the sums started from the bias.
             let whole = if n == BLOCK { outs / BLOCK } else { 0 };
             for p in 0..whole {
