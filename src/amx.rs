@@ -152,13 +152,21 @@ impl Tiles {
         self.store(out as *mut u8, out_stride);
     }
 
-    /// out (32 × 32 i32) = A · B for u8 A and i8 B over `chunks` chunks of 64 k (i32 sums,
-    /// exact). A as in `bf16_block` (64 u8 a chunk); B: `chunks` × 2 tiles of 16 k-quads ×
-    /// 16 columns × 4 i8.
+    /// A 32 × 32 block of C = A · B for u8 A and i8 B over `chunks` chunks of 64 k (i32 sums,
+    /// exact), written at `out` (rows `out_stride` bytes apart). A as in `bf16_block` (64 u8 a
+    /// chunk); B: `chunks` × 2 tiles of 16 k-quads × 16 columns × 4 i8.
     ///
     /// # Safety
     /// As `bf16_block`.
-    pub unsafe fn u8i8_block(&self, a: *const u8, a_stride: usize, b: *const i8, chunks: usize, out: &mut [i32; 1024]) {
+    pub unsafe fn u8i8_block(
+        &self,
+        a: *const u8,
+        a_stride: usize,
+        b: *const i8,
+        chunks: usize,
+        out: *mut i32,
+        out_stride: usize,
+    ) {
         let b = b as *const u8;
         asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack));
         for c in 0..chunks {
@@ -180,7 +188,7 @@ impl Tiles {
                 options(nostack, readonly),
             );
         }
-        self.store(out.as_mut_ptr() as *mut u8, 128);
+        self.store(out as *mut u8, out_stride);
     }
 
     /// The four accumulators into a 32 × 32 block of 4-byte values, rows `stride` bytes apart:

@@ -308,6 +308,36 @@ multiversion! {
     }
 }
 
+/// `dequantize` in place: y's rows (`stride` apart) hold, in their first `columns.0.len()`
+/// elements, the i32 sums of the tiles, which become their f32 outputs.
+///
+/// # Safety
+/// Those elements must have been written (with i32 sums).
+unsafe fn dequantize_in_place(
+    y: &mut [MaybeUninit<f32>],
+    stride: usize,
+    rows: (&[i32], &[f32]),
+    columns: (&[i32], &[f32], &[f32]),
+    gelu: bool,
+) {
+    multiversion! {
+        fn pass(y: &mut [MaybeUninit<f32>], stride: usize, rows: (&[i32], &[f32]), columns: (&[i32], &[f32], &[f32]), gelu: bool) {
+            let ((zero_point, row_scale), (column_sums, scales, bias)) = (rows, columns);
+            for (r, (&zp, &rs)) in zero_point.iter().zip(row_scale).enumerate() {
+                let y = &mut y[r * stride..r * stride + column_sums.len()];
+                let cols = column_sums.iter().zip(scales).zip(bias);
+                for (d, ((&cs, &ws), &b)) in y.iter_mut().zip(cols) {
+                    // SAFETY (the caller's): the element holds an i32 sum, of the same size.
+                    let acc = unsafe { d.assume_init() }.to_bits() as i32;
+                    let v = (acc - zp * cs) as f32 * (rs * ws) + b;
+                    d.write(if gelu { v * gelu_cdf(v) } else { v });
+                }
+            }
+        }
+    }
+    pass(y, stride, rows, columns, gelu)
+}
+
 multiversion! {
     /// y's rows r < n, columns 0..bias.len() (rows `y_stride` apart) = act(a 32 × 32 block's
     /// sums + bias), act GELU with `gelu` (in the same pass: y's rows no longer fit in L1).
@@ -846,24 +876,33 @@ impl Int8Weights {
             match &columns {
                 None => {
                     let tiles = Tiles::configure().expect("AMX checked by the caller");
-                    let mut out = SumsBlock([0i32; BLOCK * BLOCK]);
-                    for p in 0..outs.div_ceil(BLOCK) {
-                        let b = &self.data[p * self.chunks * 2 * TILE_BYTES..];
+                    let panel = |p: usize| self.data[p * self.chunks * 2 * TILE_BYTES..].as_ptr();
+                    let per_column = |columns: std::ops::Range<usize>| {
+                        (&self.column_sums[columns.clone()], &self.scales[columns.clone()], &bias[columns])
+                    };
+                    // Whole 32 × 32 blocks: the i32 sums stored from the tiles straight into
+                    // y's (4-byte) elements, then turned into f32 in one pass over the rows
+                    // (regular stores between the tile unit's blocks stall it).
+                    let whole = if n == BLOCK { outs / BLOCK } else { 0 };
+                    for p in 0..whole {
                         // SAFETY: `a` holds 32 rows of kp bytes (64·chunks); panel p holds
-                        // chunks × 2 tiles.
-                        unsafe { tiles.u8i8_block(a.as_ptr(), kp, b.as_ptr(), self.chunks, &mut out.0) };
+                        // chunks × 2 tiles; y's 32 rows (4·outs bytes apart) columns p·32.. + 32.
+                        let sums = y[p * BLOCK..].as_mut_ptr() as *mut i32;
+                        unsafe { tiles.u8i8_block(a.as_ptr(), kp, panel(p), self.chunks, sums, 4 * outs) };
+                    }
+                    if whole > 0 {
+                        let columns = per_column(0..whole * BLOCK);
+                        // SAFETY: the tiles wrote these elements' i32 sums just above.
+                        unsafe { dequantize_in_place(y, outs, (zero_point, row_scale), columns, gelu) };
+                    }
+                    // The edges (the last rows, the last columns) through a scratch block.
+                    let mut out = SumsBlock([0i32; BLOCK * BLOCK]);
+                    for p in whole..outs.div_ceil(BLOCK) {
+                        // SAFETY: as above; `out` 32 rows of 128 bytes.
+                        unsafe { tiles.u8i8_block(a.as_ptr(), kp, panel(p), self.chunks, out.0.as_mut_ptr(), 128) };
                         let columns = p * BLOCK..(p * BLOCK + BLOCK).min(outs);
-                        let (cs, ws, b) =
-                            (&self.column_sums[columns.clone()], &self.scales[columns.clone()], &bias[columns.clone()]);
-                        dequantize(
-                            &mut y[columns.start..],
-                            outs,
-                            &out.0,
-                            BLOCK,
-                            (zero_point, row_scale),
-                            (cs, ws, b),
-                            gelu,
-                        );
+                        let (zp, rs) = (zero_point, row_scale);
+                        dequantize(&mut y[columns.start..], outs, &out.0, BLOCK, (zp, rs), per_column(columns), gelu);
                     }
                     drop(tiles);
                 }
