@@ -12,6 +12,7 @@ model=${2:-models/e5-small}
 n=${3:-1200}
 data=${XNER_DATA:-../shared/data/panx}
 out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
 ref=../shared/reference/ref_panx.py
 common=(--model "$model" --data "$data" --train de --eval de --train-limit "$n" --eval-limit 200 --epochs 1 --threads "$(nproc)")
 "$py" "$ref" "${common[@]}" --out "$out/ref.json" >/dev/null 2>&1
