@@ -74,7 +74,8 @@ pub enum Start {
     /// The same 32 values (one per column) on every row: a bias, added without a pass of its
     /// own, so that the tiles can be stored straight into the output. (Regular stores between
     /// the tile unit's blocks stalled it: copying each block out of a scratch block and adding
-    /// the bias there cost a third of the product.)
+    /// the bias there cost a third of the product.) Best on a 64-byte line: each of the 16
+    /// loads of a row that straddles two is two loads.
     Row(*const f32),
 }
 

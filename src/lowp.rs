@@ -607,13 +607,16 @@ unsafe fn transpose_words(rows: [std::arch::x86_64::__m512i; 16]) -> [std::arch:
 /// (k, k + 1) rounded as `bf16_bits` does into one word per row, then the 16 × 16 words
 /// transposed, so that each row is one 64-byte store. (Word by word this conversion was
 /// two fifths of `train --bf16`'s dW product.)
+///
+/// # Safety
+/// AVX-512 F; `out` writable for 32 u16 at each of 16 rows `stride` apart (a pointer: tasks
+/// write disjoint columns of the same rows).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn transposed_rows_avx512(source: &[f32], rs: usize, out: &mut [u16], stride: usize) {
+unsafe fn transposed_rows_avx512(source: &[f32], rs: usize, out: *mut u16, stride: usize) {
     use std::arch::x86_64::*;
-    assert!(out.len() >= 15 * stride + 32, "transposed rows outside their operands");
     for (j, row) in transpose_words(paired_rows(source, rs)).into_iter().enumerate() {
-        _mm512_storeu_si512(out.as_mut_ptr().add(j * stride) as *mut _, row);
+        _mm512_storeu_si512(out.add(j * stride) as *mut _, row);
     }
 }
 
@@ -663,9 +666,9 @@ multiversion! {
         #[cfg(target_arch = "x86_64")]
         if k0 + 32 <= w.rows && n0 + 16 <= w.cols && crate::sgemm::has_avx512() {
             assert!(tile.len() >= BF16_PER_TILE, "bf16 pack: a short tile");
-            // SAFETY: AVX-512 F is here, the tile holds 16 rows of 64 bytes, and the block is inside w: row k0 + k's 16 values
-            // from n0 are at (k0 + k)·rs + n0, column n0 + j's 32 values from k0 at
-            // (n0 + j)·cs + k0.
+            // SAFETY: AVX-512 F is here, the tile holds 16 rows of 64 bytes, and the block is
+            // inside w: row k0 + k's 16 values from n0 are at (k0 + k)·rs + n0, column n0 + j's
+            // 32 values from k0 at (n0 + j)·cs + k0.
             unsafe {
                 if w.cs == 1 {
                     let words = paired_rows(&w.data[k0 * w.rs + n0..], w.rs);
@@ -698,9 +701,8 @@ multiversion! {
                 if k0 + 32 <= cols && b0 + 16 <= n && crate::sgemm::has_avx512() {
                     // SAFETY: AVX-512 F is here; rows i0 + b0.. + 16 at k0..k0 + 32 lie inside
                     // m (source (k, i) at k·rs + i), and out holds 16 rows from b0 of `stride`.
-                    unsafe {
-                        transposed_rows_avx512(&source.data[k0 * source.rs + i0 + b0..], source.rs, &mut out[b0 * stride + k0..], stride)
-                    };
+                    let rows = &mut out[b0 * stride + k0..][..15 * stride + 32];
+                    unsafe { transposed_rows_avx512(&source.data[k0 * source.rs + i0 + b0..], source.rs, rows.as_mut_ptr(), stride) };
                     continue;
                 }
                 let words = words_block(source, k0, i0 + b0);
@@ -763,9 +765,13 @@ fn transposed_to_bf16_rows(m: View, stride: usize, mut out: Lines<u16>) -> Lines
                 // SAFETY: AVX-512 F is here; source rows k0..k0 + 32 hold columns i0.. + 16;
                 // the 16 output rows from i0 hold columns k0.. + 32 (this task's).
                 unsafe {
-                    let rows = std::slice::from_raw_parts_mut(shared.0.add(i0 * stride + k0), 15 * stride + 32);
-                    transposed_rows_avx512(&source.data[k0 * source.rs + i0..], source.rs, rows, stride);
-                }
+                    transposed_rows_avx512(
+                        &source.data[k0 * source.rs + i0..],
+                        source.rs,
+                        shared.0.add(i0 * stride + k0),
+                        stride,
+                    )
+                };
                 i0 += 16;
             }
         }
