@@ -341,13 +341,11 @@ unsafe fn dequantize_in_place(
 }
 
 multiversion! {
-    /// y's rows r < n, columns 0..bias.len() (rows `y_stride` apart) = act(a 32 × 32 block's
-    /// sums + bias), act GELU with `gelu` (in the same pass: y's rows no longer fit in L1).
-    fn add_bias_rows(sums: &[f32], n: usize, bias: &[f32], y: &mut [MaybeUninit<f32>], y_stride: usize, gelu: bool) {
+    /// y's rows r < n, columns 0..width (rows `y_stride` apart) = act(a 32 × 32 block's sums),
+    /// act GELU with `gelu`.
+    fn block_rows(sums: &[f32], n: usize, width: usize, y: &mut [MaybeUninit<f32>], y_stride: usize, gelu: bool) {
         for (r, sums) in sums.chunks_exact(BLOCK).take(n).enumerate() {
-            let y = &mut y[r * y_stride..r * y_stride + bias.len()];
-            for ((d, &v), &b) in y.iter_mut().zip(sums).zip(bias) {
-                let v = v + b;
+            for (d, &v) in y[r * y_stride..r * y_stride + width].iter_mut().zip(sums) {
                 d.write(if gelu { v * gelu_cdf(v) } else { v });
             }
         }
@@ -463,16 +461,18 @@ impl Bf16Weights {
             let tiles = Tiles::configure().expect("AMX checked by the caller");
             let panels = outs.div_ceil(BLOCK);
             let panel = |p: usize| &self.data[p * self.chunks * 2 * BF16_PER_TILE..];
-            let bias_of = |p: usize| &starts[p * BLOCK..p * BLOCK + BLOCK.min(outs - p * BLOCK)];
+            // Every block's sums start from the bias (padded with zeros to 32): a row's values do
+            // not depend on whether it falls in a whole block or an edge one, and so not on how
+            // many rows a call has (inference splits a batch's sentences among the threads).
+            let start_of = |p: usize| Start::Row(starts[p * BLOCK..][..BLOCK].as_ptr());
             // Whole 32 × 32 blocks go straight into y, the sums started from the bias.
             let whole = if n == BLOCK { outs / BLOCK } else { 0 };
             for p in 0..whole {
                 let y = y[p * BLOCK..].as_mut_ptr() as *mut f32;
                 // SAFETY: `a` holds 32 rows of kp bf16 (2·a_stride bytes apart, 64·chunks bytes
                 // each), panel p chunks × 2 tiles, y's 32 rows (4·outs bytes apart) columns
-                // p·32.. + 32; the bias 32 values.
-                let start = Start::Row(bias_of(p).as_ptr());
-                unsafe { tiles.bf16_block(start, a, 2 * a_stride, panel(p).as_ptr(), self.chunks, y, 4 * outs) };
+                // p·32.. + 32; the start 32 values.
+                unsafe { tiles.bf16_block(start_of(p), a, 2 * a_stride, panel(p).as_ptr(), self.chunks, y, 4 * outs) };
             }
             if gelu && whole > 0 {
                 gelu_rows(y, n, whole * BLOCK, outs);
@@ -483,7 +483,7 @@ impl Bf16Weights {
                 // SAFETY: as above; `out` 32 rows of 128 bytes.
                 unsafe {
                     tiles.bf16_block(
-                        Start::Zero,
+                        start_of(p),
                         a,
                         2 * a_stride,
                         panel(p).as_ptr(),
@@ -492,7 +492,7 @@ impl Bf16Weights {
                         128,
                     )
                 };
-                add_bias_rows(&out.0, n, bias_of(p), &mut y[p * BLOCK..], outs, gelu);
+                block_rows(&out.0, n, BLOCK.min(outs - p * BLOCK), &mut y[p * BLOCK..], outs, gelu);
             }
             drop(tiles);
             if let Some(a) = scratch {
