@@ -289,24 +289,27 @@ multiversion! {
             let sums = &sums[r * sums_stride..r * sums_stride + width];
             let cols = column_sums.iter().zip(scales).zip(bias);
             for ((d, &acc), ((&cs, &ws), &b)) in y.iter_mut().zip(sums).zip(cols) {
-                let v = (acc - zp * cs) as f32 * (rs * ws) + b;
-                d.write(if gelu { v * gelu_cdf(v) } else { v });
+                d.write(dequantized(acc, (zp, rs), (cs, ws, b), gelu));
             }
         }
     }
 }
 
-multiversion! {
-    /// GELU in place on columns 0..width of y's first n rows (rows `stride` apart), all of
-    /// them written before.
-    fn gelu_rows(y: &mut [MaybeUninit<f32>], n: usize, width: usize, stride: usize) {
-        for r in 0..n {
-            for v in &mut y[r * stride..r * stride + width] {
-                // SAFETY: the caller wrote these elements.
-                let x = unsafe { v.assume_init() };
-                v.write(x * gelu_cdf(x));
-            }
-        }
+/// One sum of an int8 product back to f32, act(row_scale · w_scale · (Σ q_x·q_w −
+/// zero_point · Σ q_w) + b): one function for `dequantize` and `dequantize_in_place`, so that a
+/// row's values do not depend on which of the two made them.
+#[inline(always)]
+fn dequantized(
+    acc: i32,
+    (zero_point, row_scale): (i32, f32),
+    (column_sum, scale, bias): (i32, f32, f32),
+    gelu: bool,
+) -> f32 {
+    let v = (acc - zero_point * column_sum) as f32 * (row_scale * scale) + bias;
+    if gelu {
+        v * gelu_cdf(v)
+    } else {
+        v
     }
 }
 
@@ -331,8 +334,7 @@ unsafe fn dequantize_in_place(
                 for (d, ((&cs, &ws), &b)) in y.iter_mut().zip(cols) {
                     // SAFETY (the caller's): the element holds an i32 sum, of the same size.
                     let acc = unsafe { d.assume_init() }.to_bits() as i32;
-                    let v = (acc - zp * cs) as f32 * (rs * ws) + b;
-                    d.write(if gelu { v * gelu_cdf(v) } else { v });
+                    d.write(dequantized(acc, (zp, rs), (cs, ws, b), gelu));
                 }
             }
         }
@@ -475,7 +477,12 @@ impl Bf16Weights {
                 unsafe { tiles.bf16_block(start_of(p), a, 2 * a_stride, panel(p).as_ptr(), self.chunks, y, 4 * outs) };
             }
             if gelu && whole > 0 {
-                gelu_rows(y, n, whole * BLOCK, outs);
+                for row in y.chunks_mut(outs) {
+                    // SAFETY: the tiles wrote the row's first whole·32 values just above.
+                    gelu_in_place(unsafe {
+                        std::slice::from_raw_parts_mut(row.as_mut_ptr() as *mut f32, whole * BLOCK)
+                    });
+                }
             }
             // The edges (the last rows, the last columns) through an aligned scratch block.
             let mut out = SumsBlock([0f32; BLOCK * BLOCK]);
@@ -1135,11 +1142,10 @@ mod tests {
 
     #[test]
     fn packing_round_trips() {
-        let special = SPECIAL;
         for &(_, ins, outs) in &SHAPES {
             let plain = random(ins * outs, 1);
             let mut w = plain.clone();
-            for (i, &v) in special.iter().enumerate() {
+            for (i, &v) in SPECIAL.iter().enumerate() {
                 let at = (i * 7919) % w.len();
                 w[at] = v;
             }
