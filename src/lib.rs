@@ -32,6 +32,7 @@ pub mod sgemm;
 pub mod shuffle;
 pub mod table;
 pub mod train;
+pub mod vnni;
 pub mod window;
 
 pub use error::{Error, Result};

@@ -7,9 +7,11 @@
 //!   (scale and zero point from each row's range), sums exact in i32 (AMX `tdpbusd`).
 //!
 //! Weights are packed once per model into the tile layout `amx` reads. Without AMX (or with
-//! `XNER_NO_AMX=1`) the same numbers come from portable code: bf16 through the f32 GEMM on
-//! the rounded operands (products of bf16 values are exact in f32, so only the order of the
-//! sums differs), int8 by integer dot products (exact, so equal to the tile unit's to the bit).
+//! `XNER_NO_AMX=1`) the same numbers come from other code (`Engine`): int8 on AVX-512 VNNI
+//! from the same packed weights (`vnni`), or by portable integer dot products (both exact, so
+//! equal to the tile unit's to the bit); bf16 through the f32 GEMM on the rounded operands
+//! (products of bf16 values are exact in f32, so only the order of the sums differs), on
+//! rounded weights packed once per model where the CPU has AVX-512.
 //!
 //! Embeddings, the attention products and the classifier stay in f32.
 
@@ -17,6 +19,7 @@ use rayon::prelude::*;
 
 use crate::amx::{self, Start, Tiles, BLOCK, TILE_BYTES};
 use crate::kernels::{gelu_cdf, gelu_in_place, multiversion, View};
+use crate::vnni;
 use std::mem::MaybeUninit;
 
 /// The number format of the encoder's linear layers at inference.
@@ -45,11 +48,48 @@ impl Precision {
 
     /// How the products run on this machine, for logs and benchmarks.
     pub fn engine(self) -> &'static str {
-        match (self, amx::available()) {
+        match (self, Engine::for_precision(self)) {
             (Precision::F32, _) => "f32 GEMM",
-            (_, true) => "AMX tiles",
-            (Precision::Bf16, false) => "f32 GEMM on bf16-rounded operands",
-            (Precision::Int8, false) => "portable int8 dot products",
+            (_, Engine::Tiles) => "AMX tiles",
+            (_, Engine::Vnni) => "AVX-512 VNNI",
+            (Precision::Bf16, Engine::Portable) => "f32 GEMM on bf16-rounded operands",
+            (Precision::Int8, Engine::Portable) => "portable int8 dot products",
+        }
+    }
+}
+
+impl Precision {
+    /// What a user should know before choosing this precision on this CPU: None where its
+    /// products run on hardware made for them.
+    pub fn caveat(self) -> Option<&'static str> {
+        (self == Precision::Bf16 && Engine::for_precision(self) == Engine::Portable).then_some(
+            "this CPU has no AMX tile unit: bf16 products run in f32 on bf16-rounded operands, \
+             no faster than f32 (int8 has its own kernels here)",
+        )
+    }
+}
+
+/// Which code runs a low-precision product. All give the same int8 values to the bit; bf16's
+/// differ only in the order of f32 sums.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// AMX's tile unit (`tdpbf16ps`, `tdpbusd`).
+    Tiles,
+    /// AVX-512 VNNI's `vpdpbusd` (int8 only).
+    Vnni,
+    /// Portable code: bf16 through the f32 GEMM on rounded operands, int8 dot products.
+    Portable,
+}
+
+impl Engine {
+    /// The fastest this CPU has for `precision`.
+    pub fn for_precision(precision: Precision) -> Engine {
+        if amx::available() {
+            Engine::Tiles
+        } else if precision == Precision::Int8 && crate::vnni::available() {
+            Engine::Vnni
+        } else {
+            Engine::Portable
         }
     }
 }
@@ -83,7 +123,13 @@ impl Packed {
     pub fn new(precision: Precision, w: &[f32], ins: usize, outs: usize) -> Option<Packed> {
         match precision {
             Precision::F32 => None,
-            Precision::Bf16 => Some(Packed::Bf16(Bf16Weights::new(w, ins, outs))),
+            Precision::Bf16 => {
+                let mut packed = Bf16Weights::new(w, ins, outs);
+                if Engine::for_precision(precision) == Engine::Portable {
+                    packed.pack_rounded_f32();
+                }
+                Some(Packed::Bf16(packed))
+            }
             Precision::Int8 => Some(Packed::Int8(Int8Weights::new(w, ins, outs))),
         }
     }
@@ -105,7 +151,7 @@ impl Packed {
     /// Bytes the packed weight holds.
     pub fn bytes(&self) -> usize {
         match self {
-            Packed::Bf16(w) => 2 * w.data.len(),
+            Packed::Bf16(w) => 2 * w.data.len() + w.rounded_f32.as_ref().map_or(0, |p| p.bytes()),
             Packed::Int8(w) => w.data.len() + 8 * w.outs,
         }
     }
@@ -113,15 +159,10 @@ impl Packed {
     /// y = act(x·W + b) for x (rows, ins), y (rows, outs); act GELU with `gelu`, applied to
     /// each block of rows while it is in cache.
     pub fn linear(&self, x: &[f32], rows: usize, bias: &[f32], gelu: bool) -> Vec<f32> {
-        let tiles = amx::available();
-        let mut y = match self {
-            Packed::Bf16(w) => w.linear(x, rows, bias, tiles, gelu),
-            Packed::Int8(w) => w.linear(x, rows, bias, tiles, gelu),
-        };
-        if gelu && !tiles {
-            y.par_chunks_mut(4096).for_each(gelu_in_place);
+        match self {
+            Packed::Bf16(w) => w.linear(x, rows, bias, Engine::for_precision(Precision::Bf16), gelu),
+            Packed::Int8(w) => w.linear(x, rows, bias, Engine::for_precision(Precision::Int8), gelu),
         }
-        y
     }
 }
 
@@ -221,6 +262,10 @@ impl<T: Plain> std::ops::DerefMut for Lines<T> {
 /// A 32 × 32 block of sums on whole cache lines, for the tiles to store into.
 #[repr(C, align(64))]
 struct SumsBlock<T>([T; BLOCK * BLOCK]);
+
+/// A 32 × 64 block of int8 sums (two panels), for `vnni::sums` to store into.
+#[repr(C, align(64))]
+struct PairSums([i32; BLOCK * vnni::COLUMNS]);
 
 /// A new (rows × outs) output, made in tasks of whole 32-row blocks, each handed to
 /// `block(first_row, rows, y)`, which must write every element of its rows: the output is not
@@ -361,6 +406,8 @@ pub struct Bf16Weights {
     outs: usize,
     chunks: usize,
     data: Lines<u16>,
+    /// Without AMX: the rounded weights in f32, packed for `sgemm` (`pack_rounded_f32`).
+    rounded_f32: Option<crate::sgemm::PackedF32>,
 }
 
 const BF16_PER_TILE: usize = TILE_BYTES / 2;
@@ -395,7 +442,13 @@ impl Bf16Weights {
                 pack_tile(w, c * 32, p * BLOCK + t * 16, tile);
             }
         });
-        Bf16Weights { ins, outs, chunks, data }
+        Bf16Weights { ins, outs, chunks, data, rounded_f32: None }
+    }
+
+    /// Keeps the rounded weights in f32 too, packed once for `sgemm` (where the CPU has
+    /// AVX-512): the portable path's operand, which it otherwise unpacks on every call.
+    fn pack_rounded_f32(&mut self) {
+        self.rounded_f32 = crate::sgemm::PackedF32::new(&self.unpack(), self.ins, self.outs);
     }
 
     /// W back in f32 (ins, outs): the fallback's operand, and the tests' reference.
@@ -413,14 +466,22 @@ impl Bf16Weights {
         w
     }
 
-    /// y = x·W + b; on the tile unit with `tiles` (then GELU'd with `gelu`), else through the
-    /// f32 GEMM (without GELU: `Packed::linear` applies it).
-    pub fn linear(&self, x: &[f32], rows: usize, bias: &[f32], tiles: bool, gelu: bool) -> Vec<f32> {
+    /// y = act(x·W + b), act GELU with `gelu`: on the tile unit with `Engine::Tiles`, else
+    /// through the f32 GEMM on the rounded operands (the same bits on packed weights as on
+    /// unpacked ones: `sgemm` sums as gemm does).
+    pub fn linear(&self, x: &[f32], rows: usize, bias: &[f32], engine: Engine, gelu: bool) -> Vec<f32> {
         let (ins, outs) = (self.ins, self.outs);
         assert!(x.len() == rows * ins && bias.len() == outs, "bf16 linear: shapes");
-        if !tiles {
+        if engine != Engine::Tiles {
             let rounded: Vec<f32> = x.par_iter().map(|&v| bf16_value(bf16_bits(v))).collect();
-            return crate::kernels::linear_rows(&rounded, &self.unpack(), bias, rows, ins, outs);
+            if let Some(packed) = &self.rounded_f32 {
+                return packed.linear(&rounded, rows, bias, gelu);
+            }
+            let mut y = crate::kernels::linear_rows(&rounded, &self.unpack(), bias, rows, ins, outs);
+            if gelu {
+                y.par_chunks_mut(4096).for_each(gelu_in_place);
+            }
+            return y;
         }
         let rows_of = |first, n, a: &mut [u16], stride| rows_to_bf16(View::rows(x, rows, ins), first, n, a, stride);
         self.product(rows, Some(bias), gelu, ARows::Convert(rows_of))
@@ -936,14 +997,16 @@ impl Int8Weights {
         (q, self.scales.clone())
     }
 
-    /// y = x·W + b, x quantized per row; on the tile unit with `tiles` (then GELU'd with
-    /// `gelu`), else by portable integer dot products (the same i32 sums; no GELU).
-    pub fn linear(&self, x: &[f32], rows: usize, bias: &[f32], tiles: bool, gelu: bool) -> Vec<f32> {
+    /// y = act(x·W + b), x quantized per row, act GELU with `gelu`: on the tile unit, on
+    /// VNNI, or by portable integer dot products, as `engine` says (the same i32 sums, so the
+    /// same bits).
+    pub fn linear(&self, x: &[f32], rows: usize, bias: &[f32], engine: Engine, gelu: bool) -> Vec<f32> {
         let (ins, outs) = (self.ins, self.outs);
         assert!(x.len() == rows * ins && bias.len() == outs, "int8 linear: shapes");
+        assert!(engine != Engine::Vnni || vnni::available(), "int8 linear: this CPU has no AVX-512 VNNI");
         let kp = self.chunks * 64;
-        // Without the tile unit: the weights (outs, ins) for contiguous dot products.
-        let columns = (!tiles).then(|| {
+        // The portable code's weights (outs, ins), for contiguous dot products.
+        let columns = (engine == Engine::Portable).then(|| {
             let (q, _) = self.unpack();
             let mut t = vec![0i8; ins * outs];
             for k in 0..ins {
@@ -968,13 +1031,13 @@ impl Int8Weights {
                 }
             }
             let (zero_point, row_scale) = (&zero_point[..n], &row_scale[..n]);
-            match &columns {
-                None => {
+            let panel = |p: usize| self.data[p * self.chunks * 2 * TILE_BYTES..].as_ptr();
+            let per_column = |columns: std::ops::Range<usize>| {
+                (&self.column_sums[columns.clone()], &self.scales[columns.clone()], &bias[columns])
+            };
+            match engine {
+                Engine::Tiles => {
                     let tiles = Tiles::configure().expect("AMX checked by the caller");
-                    let panel = |p: usize| self.data[p * self.chunks * 2 * TILE_BYTES..].as_ptr();
-                    let per_column = |columns: std::ops::Range<usize>| {
-                        (&self.column_sums[columns.clone()], &self.scales[columns.clone()], &bias[columns])
-                    };
                     // Whole 32 × 32 blocks: the i32 sums stored from the tiles straight into
                     // y's (4-byte) elements, then turned into f32 in one pass over the rows
                     // (regular stores between the tile unit's blocks stall it).
@@ -1001,7 +1064,33 @@ impl Int8Weights {
                     }
                     drop(tiles);
                 }
-                Some(columns) => {
+                Engine::Vnni => {
+                    // Two panels (64 columns) a call: 24 accumulators for 6 rows.
+                    let mut out = PairSums([0i32; BLOCK * vnni::COLUMNS]);
+                    let panels = outs.div_ceil(BLOCK);
+                    let mut p = 0;
+                    while p < panels {
+                        let pair = p + 1 < panels;
+                        // SAFETY: VNNI is here (asserted above); `a` holds n ≤ 32 rows
+                        // of kp = 64·chunks bytes; panel p (and p + 1 where `pair`) chunks × 2
+                        // KiB; `out` 32 aligned rows of 64 i32.
+                        unsafe { vnni::sums(a.as_ptr(), kp, n, panel(p), pair, self.chunks, out.0.as_mut_ptr()) };
+                        let columns = p * BLOCK..((p + 1 + pair as usize) * BLOCK).min(outs);
+                        let (zp, rs) = (zero_point, row_scale);
+                        dequantize(
+                            &mut y[columns.start..],
+                            outs,
+                            &out.0,
+                            vnni::COLUMNS,
+                            (zp, rs),
+                            per_column(columns),
+                            gelu,
+                        );
+                        p += 1 + pair as usize;
+                    }
+                }
+                Engine::Portable => {
+                    let columns = columns.as_ref().expect("made for the portable engine");
                     let mut sums = vec![0i32; outs];
                     for r in 0..n {
                         let a = &a[r * kp..r * kp + ins];
@@ -1009,10 +1098,9 @@ impl Int8Weights {
                             let w = &columns[col * ins..(col + 1) * ins];
                             *sum = a.iter().zip(w).map(|(&a, &w)| a as i32 * w as i32).sum();
                         }
-                        // No GELU here: `Packed::linear` applies it on this path.
                         let (zp, rs) = (&zero_point[r..r + 1], &row_scale[r..r + 1]);
                         let (cs, ws) = (&self.column_sums[..], &self.scales[..]);
-                        dequantize(&mut y[r * outs..], outs, &sums, outs, (zp, rs), (cs, ws, bias), false);
+                        dequantize(&mut y[r * outs..], outs, &sums, outs, (zp, rs), (cs, ws, bias), gelu);
                     }
                 }
             }
@@ -1100,7 +1188,8 @@ mod tests {
     }
 
     // Odd sizes: every padding path (rows, k and columns not multiples of the tiles).
-    const SHAPES: [(usize, usize, usize); 4] = [(1, 7, 5), (33, 70, 45), (70, 384, 1152), (5, 1536, 384)];
+    const SHAPES: [(usize, usize, usize); 5] =
+        [(1, 7, 5), (33, 70, 45), (13, 200, 70), (70, 384, 1152), (5, 1536, 384)];
 
     /// Values where rounding to bf16 is delicate: ties (to even, up and down), a denormal,
     /// infinities and NaNs.
@@ -1176,31 +1265,49 @@ mod tests {
             let (x, w, b) = (random(rows * ins, 2), random(ins * outs, 3), random(outs, 4));
             let exact = f32_linear(&x, &w, &b, rows, ins, outs);
             let scale = (ins as f64).sqrt() / 3.0;
-            let bf16 = Bf16Weights::new(&w, ins, outs);
+            let mut bf16 = Bf16Weights::new(&w, ins, outs);
             let int8 = Int8Weights::new(&w, ins, outs);
-            let bf16_portable = bf16.linear(&x, rows, &b, false, false);
-            let int8_portable = int8.linear(&x, rows, &b, false, false);
+            let bf16_portable = bf16.linear(&x, rows, &b, Engine::Portable, false);
+            let int8_portable = int8.linear(&x, rows, &b, Engine::Portable, false);
+            let with_gelu = |y: &[f32]| {
+                let mut y = y.to_vec();
+                gelu_in_place(&mut y);
+                y
+            };
             for (i, e) in exact.iter().enumerate() {
                 // bf16 keeps 8 bits of each operand; int8 about 7 of each.
                 assert!((bf16_portable[i] as f64 - e).abs() < 0.02 * scale, "bf16 {rows}x{ins}x{outs} at {i}");
                 assert!((int8_portable[i] as f64 - e).abs() < 0.05 * scale, "int8 {rows}x{ins}x{outs} at {i}");
             }
+            // GELU applied as the sums are made: the bits of GELU after the product.
+            let shape = format!("{rows}x{ins}x{outs}");
+            let int8_gelu = int8.linear(&x, rows, &b, Engine::Portable, true);
+            assert_eq!(int8_gelu, with_gelu(&int8_portable), "int8 + GELU {shape}");
+            assert_eq!(bf16.linear(&x, rows, &b, Engine::Portable, true), with_gelu(&bf16_portable), "bf16 {shape}");
+            // The rounded weights packed once for sgemm: gemm's bits on the unpacked ones.
+            bf16.pack_rounded_f32();
+            if bf16.rounded_f32.is_some() {
+                assert_eq!(bf16.linear(&x, rows, &b, Engine::Portable, false), bf16_portable, "bf16 {shape}");
+                let gelu = bf16.linear(&x, rows, &b, Engine::Portable, true);
+                assert_eq!(gelu, with_gelu(&bf16_portable), "bf16 + GELU {shape}");
+            }
+            // Integer sums are exact: VNNI and the tile unit agree with the portable code to the
+            // bit.
+            if vnni::available() {
+                assert_eq!(int8.linear(&x, rows, &b, Engine::Vnni, false), int8_portable, "int8 VNNI {shape}");
+                assert_eq!(int8.linear(&x, rows, &b, Engine::Vnni, true), int8_gelu, "int8 VNNI + GELU {shape}");
+            }
             if amx::available() {
-                let bf16_tiles = bf16.linear(&x, rows, &b, true, false);
+                let bf16_tiles = bf16.linear(&x, rows, &b, Engine::Tiles, false);
                 for (t, p) in bf16_tiles.iter().zip(&bf16_portable) {
                     assert!((t - p).abs() <= 1e-4 * (1.0 + p.abs()), "bf16 tiles {t} portable {p}");
                 }
                 // Whole blocks get GELU in a pass of their own, the edges as they leave the
                 // scratch block: both the bits of GELU after the product.
-                let mut gelu_after = bf16_tiles.clone();
-                gelu_in_place(&mut gelu_after);
-                assert_eq!(bf16.linear(&x, rows, &b, true, true), gelu_after, "bf16 + GELU {rows}x{ins}x{outs}");
-                // Integer sums are exact: the tile unit and the portable code agree to the bit.
-                assert_eq!(int8.linear(&x, rows, &b, true, false), int8_portable, "int8 {rows}x{ins}x{outs}");
-                // GELU applied as the sums leave the tiles: the same bits as after the product.
-                let mut gelu_after = int8_portable.clone();
-                gelu_in_place(&mut gelu_after);
-                assert_eq!(int8.linear(&x, rows, &b, true, true), gelu_after, "int8 + GELU {rows}x{ins}x{outs}");
+                let gelu = bf16.linear(&x, rows, &b, Engine::Tiles, true);
+                assert_eq!(gelu, with_gelu(&bf16_tiles), "bf16 + GELU {shape}");
+                assert_eq!(int8.linear(&x, rows, &b, Engine::Tiles, false), int8_portable, "int8 tiles {shape}");
+                assert_eq!(int8.linear(&x, rows, &b, Engine::Tiles, true), int8_gelu, "int8 tiles + GELU {shape}");
             }
         }
     }

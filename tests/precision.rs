@@ -102,9 +102,10 @@ fn bf16_and_int8_stay_close_to_f32_and_a_quantized_directory_runs_as_on_the_fly(
         json_of(common::xner().args(["quantize", dir.to_str().unwrap(), quantized.to_str().unwrap(), "--json"]));
     assert_eq!(report["quantized_tensors"], 72, "{report}");
     assert!(report["bytes_after"].as_u64() < report["bytes_before"].as_u64(), "{report}");
-    // `eval` of 300 validation sentences; with `no_avx512`, on gemm's path (as on CPUs without
-    // AVX-512) instead of the AVX-512 products.
-    let eval_on = |model: &Path, precision: &str, no_avx512: bool| {
+    // `eval` of 300 validation sentences, with the environment's switches to other engines:
+    // `XNER_NO_AVX512` for gemm's path (as on CPUs without AVX-512) instead of the AVX-512
+    // products, `XNER_NO_AMX` and `XNER_NO_VNNI` for int8 on VNNI or portable code.
+    let eval_on = |model: &Path, precision: &str, switches: &[&str]| {
         let mut cmd = common::xner();
         cmd.args(["eval", "--model", model.to_str().unwrap(), "--langs", "de", "--split", "validation"]).args([
             "--max-samples",
@@ -113,17 +114,25 @@ fn bf16_and_int8_stay_close_to_f32_and_a_quantized_directory_runs_as_on_the_fly(
             precision,
             "--json",
         ]);
-        if no_avx512 {
-            cmd.env("XNER_NO_AVX512", "1");
+        for switch in switches {
+            cmd.env(switch, "1");
         }
         json_of(&mut cmd)["de"].clone()
     };
-    let eval = |model: &Path, precision: &str| eval_on(model, precision, false);
+    let eval = |model: &Path, precision: &str| eval_on(model, precision, &[]);
     let (f32_eval, int8_eval, int8_file) = (eval(&dir, "f32"), eval(&dir, "int8"), eval(&quantized, "int8"));
     // The AVX-512 products sum in gemm's order, so the evaluation is the same to the last digit.
-    let gemm_eval = eval_on(&dir, "f32", true);
+    let gemm_eval = eval_on(&dir, "f32", &["XNER_NO_AVX512"]);
     for key in ["f1", "loss", "report"] {
         assert_eq!(gemm_eval[key], f32_eval[key], "{key}");
+    }
+    // int8's sums are exact on every engine: the tile unit (where the CPU has one), VNNI (where
+    // it has that) and the portable dot products evaluate to the last digit alike.
+    let int8_vnni = eval_on(&dir, "int8", &["XNER_NO_AMX"]);
+    let int8_portable = eval_on(&dir, "int8", &["XNER_NO_AMX", "XNER_NO_VNNI"]);
+    for key in ["f1", "loss", "report"] {
+        assert_eq!(int8_vnni[key], int8_eval[key], "VNNI {key}");
+        assert_eq!(int8_portable[key], int8_eval[key], "portable {key}");
     }
     assert_eq!(int8_eval["f1"], int8_file["f1"]);
     assert_eq!(int8_eval["loss"], int8_file["loss"]);

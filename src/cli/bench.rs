@@ -88,7 +88,7 @@ pub fn run(args: &BenchArgs, device: &Device) -> Result<()> {
     if args.bf16 {
         model.set_kernels(xner::model::Kernels::FusedBf16)?;
     }
-    model.set_precision(args.precision.precision)?;
+    model.set_precision(args.precision.chosen())?;
     let (batches, what) = match args.sentences {
         Some(n) => {
             let panx = PanxDir::new(&args.data);

@@ -45,7 +45,7 @@ pub struct EvalArgs {
 pub fn run(args: &EvalArgs, device: &Device) -> Result<()> {
     args.window.validate()?;
     let model_dir = xner::hub::resolve_model(&args.model)?;
-    let settings = args.window.eval_settings(args.batch_size, !args.json, device, args.precision.precision);
+    let settings = args.window.eval_settings(args.batch_size, !args.json, device, args.precision.chosen());
     let evals: Vec<(String, Evaluation)> = if args.file.is_empty() {
         let panx = args.data.panx()?;
         xner::experiments::evaluate_languages(&model_dir, &panx, &args.langs, &args.split, args.max_samples, &settings)?

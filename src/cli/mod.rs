@@ -356,9 +356,20 @@ impl WindowArgs {
 #[derive(Args, Clone, Copy)]
 pub struct PrecisionArgs {
     /// The encoder's linear layers in f32, bf16 or int8 (bf16 and int8 run on the AMX tile
-    /// unit where the CPU has one, on portable code elsewhere; the rest of the model stays f32).
+    /// unit where the CPU has one; int8 on AVX-512 VNNI elsewhere, then portable code; the rest
+    /// of the model stays f32).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
+}
+
+impl PrecisionArgs {
+    /// The precision asked for, with a note on stderr where this CPU runs it slowly.
+    pub fn chosen(&self) -> Precision {
+        if let Some(caveat) = self.precision.caveat() {
+            eprintln!("note: --precision {}: {caveat}", self.precision);
+        }
+        self.precision
+    }
 }
 
 /// The training settings every experiment shares.

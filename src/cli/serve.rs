@@ -77,7 +77,7 @@ pub fn run(args: &ServeArgs, device: &Device) -> Result<()> {
     };
     let alignment = args.window.alignment(false);
     let device = device.clone();
-    let precision = args.precision.precision;
+    let precision = args.precision.chosen();
     let started = std::time::Instant::now();
     let load = move || {
         let tagger = Tagger::load(&model_dir, &device, alignment.max_len, alignment.stride, precision)?;

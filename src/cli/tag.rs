@@ -60,7 +60,7 @@ pub fn run(args: &TagArgs, device: &Device) -> Result<()> {
     args.window.validate()?;
     let model_dir = xner::hub::resolve_model(&args.model)?;
     let alignment = args.window.alignment(false);
-    let tagger = Tagger::load(&model_dir, device, alignment.max_len, alignment.stride, args.precision.precision)?;
+    let tagger = Tagger::load(&model_dir, device, alignment.max_len, alignment.stride, args.precision.chosen())?;
     if let Some(path) = &args.file {
         return tag_file(&tagger, path, args);
     }
