@@ -130,7 +130,13 @@ impl Packed {
                 }
                 Some(Packed::Bf16(packed))
             }
-            Precision::Int8 => Some(Packed::Int8(Int8Weights::new(w, ins, outs))),
+            Precision::Int8 => {
+                let mut packed = Int8Weights::new(w, ins, outs);
+                if Engine::for_precision(precision) == Engine::Portable {
+                    packed.keep_columns();
+                }
+                Some(Packed::Int8(packed))
+            }
         }
     }
 
@@ -152,7 +158,7 @@ impl Packed {
     pub fn bytes(&self) -> usize {
         match self {
             Packed::Bf16(w) => 2 * w.data.len() + w.rounded_f32.as_ref().map_or(0, |p| p.bytes()),
-            Packed::Int8(w) => w.data.len() + 8 * w.outs,
+            Packed::Int8(w) => w.data.len() + 8 * w.outs + w.columns.as_ref().map_or(0, Vec::len),
         }
     }
 
@@ -940,6 +946,9 @@ pub struct Int8Weights {
     scales: Vec<f32>,
     /// Σ_k q[k][n]: the zero point's share of each column, subtracted after the product.
     column_sums: Vec<i32>,
+    /// Without VNNI and AMX: the values (outs, ins), each column's contiguous for the
+    /// portable dot products (`keep_columns`).
+    columns: Option<Vec<i8>>,
 }
 
 impl Int8Weights {
@@ -979,7 +988,25 @@ impl Int8Weights {
         for k in 0..ins {
             column_sums.iter_mut().enumerate().for_each(|(n, s)| *s += q(k, n) as i32);
         }
-        Int8Weights { ins, outs, chunks, data, scales, column_sums }
+        Int8Weights { ins, outs, chunks, data, scales, column_sums, columns: None }
+    }
+
+    /// The values (outs, ins): row n is column n of W.
+    fn transposed(&self) -> Vec<i8> {
+        let (q, _) = self.unpack();
+        let mut t = vec![0i8; self.ins * self.outs];
+        for k in 0..self.ins {
+            for n in 0..self.outs {
+                t[n * self.ins + k] = q[k * self.outs + n];
+            }
+        }
+        t
+    }
+
+    /// Keeps the transposed values for the portable code, which otherwise makes them on every
+    /// call.
+    fn keep_columns(&mut self) {
+        self.columns = Some(self.transposed());
     }
 
     /// The int8 values (ins, outs) and the column scales: what a quantized checkpoint stores.
@@ -1005,17 +1032,16 @@ impl Int8Weights {
         assert!(x.len() == rows * ins && bias.len() == outs, "int8 linear: shapes");
         assert!(engine != Engine::Vnni || vnni::available(), "int8 linear: this CPU has no AVX-512 VNNI");
         let kp = self.chunks * 64;
-        // The portable code's weights (outs, ins), for contiguous dot products.
-        let columns = (engine == Engine::Portable).then(|| {
-            let (q, _) = self.unpack();
-            let mut t = vec![0i8; ins * outs];
-            for k in 0..ins {
-                for n in 0..outs {
-                    t[n * ins + k] = q[k * outs + n];
-                }
+        // The portable code's weights (outs, ins): kept from packing, or made for this call.
+        let made;
+        let columns = match (&self.columns, engine) {
+            (Some(columns), _) => Some(columns),
+            (None, Engine::Portable) => {
+                made = self.transposed();
+                Some(&made)
             }
-            t
-        });
+            (None, _) => None,
+        };
         collect_row_blocks(rows, outs, |first, n, y| {
             let mut a = take_scratch(&U8_ROWS, BLOCK * kp);
             let mut row_scale = [0f32; BLOCK];
@@ -1090,23 +1116,51 @@ impl Int8Weights {
                     }
                 }
                 Engine::Portable => {
-                    let columns = columns.as_ref().expect("made for the portable engine");
-                    let mut sums = vec![0i32; outs];
-                    for r in 0..n {
-                        let a = &a[r * kp..r * kp + ins];
-                        for (col, sum) in sums.iter_mut().enumerate() {
-                            let w = &columns[col * ins..(col + 1) * ins];
-                            *sum = a.iter().zip(w).map(|(&a, &w)| a as i32 * w as i32).sum();
-                        }
-                        let (zp, rs) = (&zero_point[r..r + 1], &row_scale[r..r + 1]);
-                        let (cs, ws) = (&self.column_sums[..], &self.scales[..]);
-                        dequantize(&mut y[r * outs..], outs, &sums, outs, (zp, rs), (cs, ws, bias), gelu);
-                    }
+                    let columns = columns.expect("made for the portable engine");
+                    let mut sums = vec![0i32; n * outs];
+                    portable_sums(&a, kp, ins, columns, &mut sums);
+                    let (cs, ws) = (&self.column_sums[..], &self.scales[..]);
+                    dequantize(y, outs, &sums, outs, (zero_point, row_scale), (cs, ws, bias), gelu);
                 }
             }
             put_scratch(&U8_ROWS, a);
         })
     }
+}
+
+/// sums[r · outs + c] = Σ_k a[r · a_stride + k] · columns[c · ins + k] for the rows of `sums`
+/// (outs = columns.len() / ins): int8 sums without VNNI or AMX. Sixteen columns at a time
+/// against every row, so that they stay in L1; AVX2 where the CPU has it (exact integer sums,
+/// so the same values on any path).
+fn portable_sums(a: &[u8], a_stride: usize, ins: usize, columns: &[i8], sums: &mut [i32]) {
+    #[inline(always)]
+    fn generic(a: &[u8], a_stride: usize, ins: usize, columns: &[i8], sums: &mut [i32]) {
+        let outs = columns.len() / ins.max(1);
+        if outs == 0 {
+            return;
+        }
+        for c0 in (0..outs).step_by(16) {
+            for (r, row_sums) in sums.chunks_exact_mut(outs).enumerate() {
+                let a = &a[r * a_stride..][..ins];
+                for (c, sum) in row_sums.iter_mut().enumerate().skip(c0).take(16) {
+                    let w = &columns[c * ins..][..ins];
+                    *sum = a.iter().zip(w).map(|(&a, &w)| a as i32 * w as i32).sum();
+                }
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(a: &[u8], a_stride: usize, ins: usize, columns: &[i8], sums: &mut [i32]) {
+            generic(a, a_stride, ins, columns, sums)
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { avx2(a, a_stride, ins, columns, sums) };
+        }
+    }
+    generic(a, a_stride, ins, columns, sums)
 }
 
 /// One row to uint8 with its own scale and zero point: x ≈ scale·(q − zero_point), the range
@@ -1266,7 +1320,7 @@ mod tests {
             let exact = f32_linear(&x, &w, &b, rows, ins, outs);
             let scale = (ins as f64).sqrt() / 3.0;
             let mut bf16 = Bf16Weights::new(&w, ins, outs);
-            let int8 = Int8Weights::new(&w, ins, outs);
+            let mut int8 = Int8Weights::new(&w, ins, outs);
             let bf16_portable = bf16.linear(&x, rows, &b, Engine::Portable, false);
             let int8_portable = int8.linear(&x, rows, &b, Engine::Portable, false);
             let with_gelu = |y: &[f32]| {
@@ -1291,6 +1345,9 @@ mod tests {
                 let gelu = bf16.linear(&x, rows, &b, Engine::Portable, true);
                 assert_eq!(gelu, with_gelu(&bf16_portable), "bf16 + GELU {shape}");
             }
+            // The transposed values kept from packing: the same sums.
+            int8.keep_columns();
+            assert_eq!(int8.linear(&x, rows, &b, Engine::Portable, true), int8_gelu, "int8 kept columns {shape}");
             // Integer sums are exact: VNNI and the tile unit agree with the portable code to the
             // bit.
             if vnni::available() {

@@ -209,8 +209,9 @@ fn run_gemm(args: &BenchArgs) -> Result<()> {
     let engine = |p: Precision| format!("{} ({})", p, p.engine());
     if !args.json {
         eprintln!(
-            "{} threads; xner bf16 and int8: {}; best of {} rounds",
+            "{} threads; xner {}, {}; best of {} rounds",
             rayon::current_num_threads(),
+            engine(Precision::Bf16),
             engine(Precision::Int8),
             args.gemm_rounds
         );
