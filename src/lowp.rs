@@ -53,6 +53,7 @@ impl Precision {
             (_, Engine::Tiles) => "AMX tiles",
             (_, Engine::Vnni) => "AVX-512 VNNI",
             (Precision::Bf16, Engine::Portable) => "f32 GEMM on bf16-rounded operands",
+            (Precision::Int8, Engine::Portable) if has_avx2() => "AVX2 int8 pairs (vpmaddwd)",
             (Precision::Int8, Engine::Portable) => "portable int8 dot products",
         }
     }
@@ -133,7 +134,7 @@ impl Packed {
             Precision::Int8 => {
                 let mut packed = Int8Weights::new(w, ins, outs);
                 if Engine::for_precision(precision) == Engine::Portable {
-                    packed.keep_columns();
+                    packed.keep_pairs();
                 }
                 Some(Packed::Int8(packed))
             }
@@ -158,7 +159,7 @@ impl Packed {
     pub fn bytes(&self) -> usize {
         match self {
             Packed::Bf16(w) => 2 * w.data.len() + w.rounded_f32.as_ref().map_or(0, |p| p.bytes()),
-            Packed::Int8(w) => w.data.len() + 8 * w.outs + w.columns.as_ref().map_or(0, Vec::len),
+            Packed::Int8(w) => w.data.len() + 8 * w.outs + 2 * w.pairs.as_ref().map_or(0, Vec::len),
         }
     }
 
@@ -946,9 +947,9 @@ pub struct Int8Weights {
     scales: Vec<f32>,
     /// Σ_k q[k][n]: the zero point's share of each column, subtracted after the product.
     column_sums: Vec<i32>,
-    /// Without VNNI and AMX: the values (outs, ins), each column's contiguous for the
-    /// portable dot products (`keep_columns`).
-    columns: Option<Vec<i8>>,
+    /// Without VNNI and AMX: the values as the portable code reads them (`pair_panels`),
+    /// made once (`keep_pairs`).
+    pairs: Option<Vec<i16>>,
 }
 
 impl Int8Weights {
@@ -988,25 +989,17 @@ impl Int8Weights {
         for k in 0..ins {
             column_sums.iter_mut().enumerate().for_each(|(n, s)| *s += q(k, n) as i32);
         }
-        Int8Weights { ins, outs, chunks, data, scales, column_sums, columns: None }
+        Int8Weights { ins, outs, chunks, data, scales, column_sums, pairs: None }
     }
 
-    /// The values (outs, ins): row n is column n of W.
-    fn transposed(&self) -> Vec<i8> {
-        let (q, _) = self.unpack();
-        let mut t = vec![0i8; self.ins * self.outs];
-        for k in 0..self.ins {
-            for n in 0..self.outs {
-                t[n * self.ins + k] = q[k * self.outs + n];
-            }
-        }
-        t
+    /// The values in the portable code's layout.
+    fn pair_panels(&self) -> Vec<i16> {
+        pair_panels(&self.unpack().0, self.ins, self.outs)
     }
 
-    /// Keeps the transposed values for the portable code, which otherwise makes them on every
-    /// call.
-    fn keep_columns(&mut self) {
-        self.columns = Some(self.transposed());
+    /// Keeps the values in the portable code's layout, which it otherwise makes on every call.
+    fn keep_pairs(&mut self) {
+        self.pairs = Some(self.pair_panels());
     }
 
     /// The int8 values (ins, outs) and the column scales: what a quantized checkpoint stores.
@@ -1032,12 +1025,12 @@ impl Int8Weights {
         assert!(x.len() == rows * ins && bias.len() == outs, "int8 linear: shapes");
         assert!(engine != Engine::Vnni || vnni::available(), "int8 linear: this CPU has no AVX-512 VNNI");
         let kp = self.chunks * 64;
-        // The portable code's weights (outs, ins): kept from packing, or made for this call.
+        // The portable code's weights: kept from packing, or made for this call.
         let made;
-        let columns = match (&self.columns, engine) {
-            (Some(columns), _) => Some(columns),
+        let pairs = match (&self.pairs, engine) {
+            (Some(pairs), _) => Some(pairs),
             (None, Engine::Portable) => {
-                made = self.transposed();
+                made = self.pair_panels();
                 Some(&made)
             }
             (None, _) => None,
@@ -1116,9 +1109,9 @@ impl Int8Weights {
                     }
                 }
                 Engine::Portable => {
-                    let columns = columns.expect("made for the portable engine");
+                    let pairs = pairs.expect("made for the portable engine");
                     let mut sums = vec![0i32; n * outs];
-                    portable_sums(&a, kp, ins, columns, &mut sums);
+                    portable_sums(&a, kp, ins, pairs, outs, &mut sums, has_avx2());
                     let (cs, ws) = (&self.column_sums[..], &self.scales[..]);
                     dequantize(y, outs, &sums, outs, (zero_point, row_scale), (cs, ws, bias), gelu);
                 }
@@ -1128,39 +1121,133 @@ impl Int8Weights {
     }
 }
 
-/// sums[r · outs + c] = Σ_k a[r · a_stride + k] · columns[c · ins + k] for the rows of `sums`
-/// (outs = columns.len() / ins): int8 sums without VNNI or AMX. Sixteen columns at a time
-/// against every row, so that they stay in L1; AVX2 where the CPU has it (exact integer sums,
-/// so the same values on any path).
-fn portable_sums(a: &[u8], a_stride: usize, ins: usize, columns: &[i8], sums: &mut [i32]) {
-    #[inline(always)]
-    fn generic(a: &[u8], a_stride: usize, ins: usize, columns: &[i8], sums: &mut [i32]) {
-        let outs = columns.len() / ins.max(1);
-        if outs == 0 {
-            return;
+/// Columns per panel of the portable layout (`Int8Weights::pairs`): two AVX2 vectors of 8 i32.
+const PAIR_PANEL: usize = 16;
+
+/// q (ins, outs) as i16 in panels of 16 columns, k in pairs: panel p, pair kk, column j holds
+/// (q[2kk][16p + j], q[2kk + 1][16p + j]) — the operand of `vpmaddwd`, which multiplies and adds
+/// such pairs exactly (u8 × i8 products fit i16, their pair sums i32). Zeros past the edges.
+fn pair_panels(q: &[i8], ins: usize, outs: usize) -> Vec<i16> {
+    let pairs = ins.div_ceil(2);
+    let mut panels = vec![0i16; outs.div_ceil(PAIR_PANEL) * pairs * PAIR_PANEL * 2];
+    for (i, v) in panels.iter_mut().enumerate() {
+        let (p, kk, j, e) = (i / (pairs * 32), (i / 32) % pairs, (i / 2) % 16, i % 2);
+        let (k, n) = (2 * kk + e, p * PAIR_PANEL + j);
+        if k < ins && n < outs {
+            *v = q[k * outs + n] as i16;
         }
-        for c0 in (0..outs).step_by(16) {
-            for (r, row_sums) in sums.chunks_exact_mut(outs).enumerate() {
-                let a = &a[r * a_stride..][..ins];
-                for (c, sum) in row_sums.iter_mut().enumerate().skip(c0).take(16) {
-                    let w = &columns[c * ins..][..ins];
-                    *sum = a.iter().zip(w).map(|(&a, &w)| a as i32 * w as i32).sum();
-                }
-            }
+    }
+    panels
+}
+
+/// sums[r · outs + c] = Σ_k a[r · a_stride + k] · q[k][c] for the `sums.len() / outs` rows of a
+/// block, from the pair panels of q (`pair_panels`): int8 sums without VNNI or AMX. A panel at a
+/// time against every row, so that it stays in L1; with `avx2` (`has_avx2`), 6 rows × 16
+/// columns of `vpmaddwd` per k-pair. Exact integer sums: the same values on either path. `a`'s
+/// rows hold zeros from `ins` to an even length.
+fn portable_sums(a: &[u8], a_stride: usize, ins: usize, panels: &[i16], outs: usize, sums: &mut [i32], avx2: bool) {
+    let pairs = ins.div_ceil(2);
+    let rows = sums.len() / outs.max(1);
+    assert!(rows == 0 || (a.len() >= (rows - 1) * a_stride + 2 * pairs && a_stride >= 2 * pairs), "int8 sums: A");
+    assert!(panels.len() == outs.div_ceil(PAIR_PANEL) * pairs * 2 * PAIR_PANEL, "int8 sums: panels");
+    // Each row's k-pairs as the 32-bit lanes `vpmaddwd` reads: (a[2kk], a[2kk + 1]) as i16.
+    let mut a_pairs = vec![0u32; rows * pairs];
+    for (r, row) in a_pairs.chunks_exact_mut(pairs.max(1)).enumerate().take(rows) {
+        let a = &a[r * a_stride..][..2 * pairs];
+        for (v, two) in row.iter_mut().zip(a.chunks_exact(2)) {
+            *v = two[0] as u32 | (two[1] as u32) << 16;
         }
     }
     #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2(a: &[u8], a_stride: usize, ins: usize, columns: &[i8], sums: &mut [i32]) {
-            generic(a, a_stride, ins, columns, sums)
+    if avx2 && has_avx2() {
+        for (p, panel) in panels.chunks_exact((pairs * 2 * PAIR_PANEL).max(1)).enumerate() {
+            let cols = PAIR_PANEL.min(outs - p * PAIR_PANEL);
+            let mut r = 0;
+            while r < rows {
+                let take = (rows - r).min(6);
+                let group = PairRows { a: &a_pairs[r * pairs..(r + take) * pairs], pairs, panel, cols };
+                let sums = &mut sums[r * outs + p * PAIR_PANEL..];
+                // SAFETY: AVX2 is here; the group holds `take` rows of `pairs` lanes, the panel
+                // pairs × 16 columns, and `sums` `take` rows (outs apart) of `cols` values.
+                unsafe {
+                    match take {
+                        6 => avx2_pairs::<6>(&group, sums, outs),
+                        5 => avx2_pairs::<5>(&group, sums, outs),
+                        4 => avx2_pairs::<4>(&group, sums, outs),
+                        3 => avx2_pairs::<3>(&group, sums, outs),
+                        2 => avx2_pairs::<2>(&group, sums, outs),
+                        _ => avx2_pairs::<1>(&group, sums, outs),
+                    }
+                }
+                r += take;
+            }
         }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2.
-            return unsafe { avx2(a, a_stride, ins, columns, sums) };
+        return;
+    }
+    for (p, panel) in panels.chunks_exact((pairs * 2 * PAIR_PANEL).max(1)).enumerate() {
+        for c in 0..PAIR_PANEL.min(outs - p * PAIR_PANEL) {
+            for r in 0..rows {
+                let mut sum = 0i32;
+                for (kk, &two) in a_pairs[r * pairs..(r + 1) * pairs].iter().enumerate() {
+                    let w = &panel[(kk * PAIR_PANEL + c) * 2..][..2];
+                    sum += (two & 0xffff) as i32 * w[0] as i32 + (two >> 16) as i32 * w[1] as i32;
+                }
+                sums[r * outs + p * PAIR_PANEL + c] = sum;
+            }
         }
     }
-    generic(a, a_stride, ins, columns, sums)
+}
+
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Up to 6 rows of A's k-pairs against one panel of `pair_panels`.
+#[cfg(target_arch = "x86_64")]
+struct PairRows<'a> {
+    a: &'a [u32],
+    pairs: usize,
+    panel: &'a [i16],
+    /// Columns of the panel that exist (≤ 16).
+    cols: usize,
+}
+
+/// R rows × 16 columns: per k-pair, the panel's two vectors and R broadcast pairs of A, 2R
+/// `vpmaddwd` added into accumulators that stay in registers.
+///
+/// # Safety
+/// The CPU has AVX2; `g.a` holds R rows of `g.pairs` lanes, `g.panel` pairs × 32 values, and
+/// `sums` R rows, `stride` apart, of `g.cols` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn avx2_pairs<const R: usize>(g: &PairRows, sums: &mut [i32], stride: usize) {
+    use std::arch::x86_64::*;
+    assert!(g.a.len() >= R * g.pairs && g.panel.len() >= g.pairs * 32, "int8 pairs: operands");
+    assert!(sums.len() >= (R - 1) * stride + g.cols && g.cols <= PAIR_PANEL, "int8 pairs: sums");
+    let mut acc = [[_mm256_setzero_si256(); 2]; R];
+    let (a, w) = (g.a.as_ptr(), g.panel.as_ptr());
+    for kk in 0..g.pairs {
+        let w0 = _mm256_loadu_si256(w.add(kk * 32) as *const __m256i);
+        let w1 = _mm256_loadu_si256(w.add(kk * 32 + 16) as *const __m256i);
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let two = _mm256_set1_epi32(*a.add(r * g.pairs + kk) as i32);
+            acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(two, w0));
+            acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(two, w1));
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        let mut row = [0i32; PAIR_PANEL];
+        _mm256_storeu_si256(row.as_mut_ptr() as *mut __m256i, acc[0]);
+        _mm256_storeu_si256(row.as_mut_ptr().add(8) as *mut __m256i, acc[1]);
+        sums[r * stride..][..g.cols].copy_from_slice(&row[..g.cols]);
+    }
 }
 
 /// One row to uint8 with its own scale and zero point: x ≈ scale·(q − zero_point), the range
@@ -1345,8 +1432,8 @@ mod tests {
                 let gelu = bf16.linear(&x, rows, &b, Engine::Portable, true);
                 assert_eq!(gelu, with_gelu(&bf16_portable), "bf16 + GELU {shape}");
             }
-            // The transposed values kept from packing: the same sums.
-            int8.keep_columns();
+            // The portable layout kept from packing: the same sums.
+            int8.keep_pairs();
             assert_eq!(int8.linear(&x, rows, &b, Engine::Portable, true), int8_gelu, "int8 kept columns {shape}");
             // Integer sums are exact: VNNI and the tile unit agree with the portable code to the
             // bit.
@@ -1406,6 +1493,37 @@ mod tests {
                         + bias.map_or(0.0, |b| b[j] as f64);
                     assert!((c[i * n + j] as f64 - exact).abs() < 1e-4, "{m}x{k}x{n} at ({i}, {j})");
                 }
+            }
+        }
+    }
+
+    /// The portable int8 sums, with AVX2 and without, against a plain triple loop: every row
+    /// count of a group, odd k, a last panel of fewer than 16 columns.
+    #[test]
+    fn portable_int8_sums_are_exact_with_and_without_avx2() {
+        for &(rows, ins, outs) in &[(1usize, 1usize, 1usize), (7, 33, 17), (13, 70, 45), (32, 384, 64)] {
+            let mut s = 7u32;
+            let mut byte = || {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (s >> 24) as u8
+            };
+            let kp = ins.div_ceil(64) * 64;
+            let mut a = vec![0u8; rows * kp];
+            for r in 0..rows {
+                a[r * kp..r * kp + ins].iter_mut().for_each(|v| *v = byte());
+            }
+            let q: Vec<i8> = (0..ins * outs).map(|_| (byte() as i8).max(-127)).collect();
+            let mut expected = vec![0i32; rows * outs];
+            for r in 0..rows {
+                for c in 0..outs {
+                    expected[r * outs + c] = (0..ins).map(|k| a[r * kp + k] as i32 * q[k * outs + c] as i32).sum();
+                }
+            }
+            let panels = pair_panels(&q, ins, outs);
+            for avx2 in [false, true] {
+                let mut sums = vec![0i32; rows * outs];
+                portable_sums(&a, kp, ins, &panels, outs, &mut sums, avx2);
+                assert_eq!(sums, expected, "{rows}x{ins}x{outs} avx2 {avx2}");
             }
         }
     }
