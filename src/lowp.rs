@@ -8,8 +8,8 @@
 //!
 //! Weights are packed once per model into the tile layout `amx` reads. Without AMX (or with
 //! `XNER_NO_AMX=1`) the same numbers come from other code (`Engine`): int8 on AVX-512 VNNI
-//! from the same packed weights (`vnni`), or by portable integer dot products (both exact, so
-//! equal to the tile unit's to the bit); bf16 through the f32 GEMM on the rounded operands
+//! from the same packed weights (`vnni`), else on AVX2 or plain loops over i16 k-pairs
+//! (`portable_sums`; all exact, so equal to the tile unit's to the bit); bf16 through the f32 GEMM on the rounded operands
 //! (products of bf16 values are exact in f32, so only the order of the sums differs), on
 //! rounded weights packed once per model where the CPU has AVX-512.
 //!
@@ -78,7 +78,8 @@ pub enum Engine {
     Tiles,
     /// AVX-512 VNNI's `vpdpbusd` (int8 only).
     Vnni,
-    /// Portable code: bf16 through the f32 GEMM on rounded operands, int8 dot products.
+    /// Without the above: bf16 through the f32 GEMM on rounded operands, int8 on AVX2 k-pairs
+    /// (or plain loops).
     Portable,
 }
 

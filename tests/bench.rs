@@ -82,3 +82,50 @@ fn bench_gemm_times_every_product_of_the_model_at_each_precision() {
         .unwrap();
     assert_eq!(zero.status.code(), Some(2), "{}", String::from_utf8_lossy(&zero.stderr));
 }
+
+/// The torch side as `bench --gemm` drives it: one process per round, one shape a line, both
+/// sides of a shape timed back to back. A stand-in "python" answers as scripts/bench_gemm.py
+/// does (its torch version, then one line per shape, GFLOP/s growing with each round), so the
+/// protocol and the best-of-rounds are checked without torch; one that dies says so.
+#[test]
+fn bench_gemm_drives_the_torch_script_one_shape_at_a_time() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = common::tempdir();
+    let dir = common::tiny_xlmr(&tmp.path().join("tiny"));
+    let rounds = tmp.path().join("rounds");
+    let fake = tmp.path().join("python");
+    let script = format!(
+        "#!/bin/sh\necho x >> {rounds}\nround=$(wc -l < {rounds})\necho '{{\"torch\": \"stand-in\"}}'\n\
+         while read -r shape; do echo \"{{\\\"f32\\\": $round, \\\"bf16\\\": 0.5}}\"; done\n",
+        rounds = rounds.display()
+    );
+    std::fs::write(&fake, script).unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = common::xner()
+        .args(["bench", "--model", dir.to_str().unwrap(), "--gemm", "--gemm-tokens", "40"])
+        .args(["--gemm-rounds", "3", "--json", "--python", fake.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["torch"], "stand-in", "{report}");
+    assert_eq!(std::fs::read_to_string(&rounds).unwrap().lines().count(), 3, "a process per round");
+    let products = report["products"].as_array().unwrap();
+    assert_eq!(products.len(), 16, "{report}");
+    for product in products {
+        // The best of the three rounds' answers.
+        assert_eq!(product["f32"]["torch"], 3.0, "{product}");
+        assert_eq!(product["bf16"]["torch"], 0.5, "{product}");
+        assert!(product["f32"]["xner"].as_f64().is_some_and(|g| g > 0.0), "{product}");
+    }
+    // A peer that stops: the command fails and says which script.
+    std::fs::write(&fake, "#!/bin/sh\necho 'no torch here' >&2\nexit 3\n").unwrap();
+    let out = common::xner()
+        .args(["bench", "--model", dir.to_str().unwrap(), "--gemm", "--gemm-tokens", "40"])
+        .args(["--python", fake.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bench_gemm.py") && stderr.contains("no torch here"), "{stderr}");
+}

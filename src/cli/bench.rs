@@ -216,20 +216,29 @@ fn run_gemm(args: &BenchArgs) -> Result<()> {
             args.gemm_rounds
         );
     }
-    // Per round: torch's side (all shapes, one process), then xner's; the best of each kept.
-    let scratch = Scratch::new()?;
-    let file = scratch.join("shapes.json");
-    std::fs::write(&file, serde_json::to_string(&shapes)?)?;
-    let mut torch_rounds: Vec<serde_json::Value> = vec![];
+    // Per round, one torch process; per shape, torch's side and then xner's, within the same
+    // second (this VM's speed drifts from minute to minute); the best of each kept.
+    let mut torch_version = None;
+    let mut torch_best: Vec<Option<serde_json::Value>> = vec![None; shapes.len()];
     let mut best: Vec<Vec<f64>> = shapes.iter().map(|s| vec![0.0; precisions(s).len()]).collect();
     for _ in 0..args.gemm_rounds {
-        if let Some(py) = &args.python {
-            torch_rounds.push(run_script(py, "bench_gemm.py", &[file.display().to_string()])?);
-        }
-        for (shape, best) in shapes.iter().zip(&mut best) {
-            for (&p, best) in precisions(shape).iter().zip(best.iter_mut()) {
+        let mut peer = args.python.as_deref().map(TorchGemm::start).transpose()?;
+        for (i, shape) in shapes.iter().enumerate() {
+            if let Some(peer) = &mut peer {
+                let row = peer.time(shape)?;
+                let kept = torch_best[i].get_or_insert_with(|| row.clone());
+                for p in precisions(shape) {
+                    if let (Some(new), old) = (row[p.name()].as_f64(), kept[p.name()].as_f64()) {
+                        kept[p.name()] = serde_json::json!(old.map_or(new, |old| old.max(new)));
+                    }
+                }
+            }
+            for (&p, best) in precisions(shape).iter().zip(best[i].iter_mut()) {
                 *best = best.max(xner::bench::time_gemm(shape, p, 0.3));
             }
+        }
+        if let Some(peer) = peer {
+            torch_version = Some(peer.finish()?);
         }
     }
     let mut rows = vec![];
@@ -237,7 +246,7 @@ fn run_gemm(args: &BenchArgs) -> Result<()> {
     for (i, shape) in shapes.iter().enumerate() {
         let mut entry = serde_json::json!({"shape": shape});
         for (&p, &ours) in precisions(shape).iter().zip(&best[i]) {
-            let peer = torch_rounds.iter().filter_map(|t| t["shapes"][i][p.name()].as_f64()).reduce(f64::max);
+            let peer = torch_best[i].as_ref().and_then(|t| t[p.name()].as_f64());
             entry[p.name()] = serde_json::json!({"xner": ours, "torch": peer});
             let ratio = peer.map_or(String::new(), |t| format!("{:.0} %", 100.0 * ours / t));
             rows.push(vec![
@@ -252,7 +261,6 @@ fn run_gemm(args: &BenchArgs) -> Result<()> {
         out.push(entry);
     }
     if args.json {
-        let torch_version = torch_rounds.first().map(|t| t["torch"].clone());
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"torch": torch_version, "products": out}))?);
     } else {
         let header = ["product", "m x k x n", "precision", "xner GFLOP/s", "torch GFLOP/s", "xner / torch"];
@@ -262,25 +270,90 @@ fn run_gemm(args: &BenchArgs) -> Result<()> {
 }
 
 /// Runs `scripts/<name>` with `python` and `args`; its last line of output as JSON.
-fn run_script(python: &Path, name: &str, args: &[String]) -> Result<serde_json::Value> {
+/// The repository's script `name`: where this binary was built, else under the working
+/// directory (a binary carried to another machine with a copy of the repository).
+fn script(name: &str) -> Result<PathBuf> {
     let built_here = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(name);
     let script = if built_here.exists() { built_here } else { Path::new("scripts").join(name) };
     if !script.exists() {
         bail!("no scripts/{name} in {} or the working directory", env!("CARGO_MANIFEST_DIR"));
     }
-    let threads = rayon::current_num_threads().to_string();
-    let out = std::process::Command::new(python)
-        .arg(&script)
-        .args(args)
-        .args(["--threads", &threads])
-        .output()
-        .with_context(|| format!("running {} {}", python.display(), script.display()))?;
-    if !out.status.success() {
-        bail!("{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+    Ok(script)
+}
+
+/// scripts/bench_gemm.py, running: it times each shape sent to it, one at a time.
+struct TorchGemm {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    output: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    /// Its error output, read on a thread of its own (a full pipe would stop the script).
+    errors: Option<std::thread::JoinHandle<String>>,
+    script: PathBuf,
+    torch_version: serde_json::Value,
+}
+
+impl TorchGemm {
+    fn start(python: &Path) -> Result<TorchGemm> {
+        use std::process::{Command, Stdio};
+        let script = script("bench_gemm.py")?;
+        let threads = rayon::current_num_threads().to_string();
+        let mut child = Command::new(python)
+            .arg(&script)
+            .args(["--threads", &threads])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("running {} {}", python.display(), script.display()))?;
+        let input = child.stdin.take().context("bench_gemm.py's stdin")?;
+        let output = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().context("its stdout")?));
+        let errors = child.stderr.take().map(|mut stderr| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+                text
+            })
+        });
+        let mut peer = TorchGemm { child, input, output, errors, script, torch_version: serde_json::Value::Null };
+        peer.torch_version = peer.line()?["torch"].clone();
+        Ok(peer)
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let last = text.lines().last().unwrap_or("");
-    serde_json::from_str(last).with_context(|| format!("{} printed no JSON: {text}", script.display()))
+
+    /// The next line of JSON the script prints; its error output where it stopped instead.
+    fn line(&mut self) -> Result<serde_json::Value> {
+        match self.output.next() {
+            Some(line) => {
+                let line = line.with_context(|| format!("reading {}", self.script.display()))?;
+                serde_json::from_str(&line).with_context(|| format!("{} printed {line:?}", self.script.display()))
+            }
+            None => {
+                let status = self.child.wait()?;
+                let errors = self.errors.take().and_then(|e| e.join().ok()).unwrap_or_default();
+                bail!("{} stopped ({status}): {}", self.script.display(), errors.trim());
+            }
+        }
+    }
+
+    /// torch's GFLOP/s on `shape`, per precision.
+    fn time(&mut self, shape: &xner::bench::GemmShape) -> Result<serde_json::Value> {
+        use std::io::Write;
+        writeln!(self.input, "{}", serde_json::to_string(shape)?)
+            .with_context(|| format!("sending a shape to {}", self.script.display()))?;
+        self.input.flush()?;
+        self.line()
+    }
+
+    /// Ends the script (its input closed); the torch version it reported.
+    fn finish(self) -> Result<serde_json::Value> {
+        let TorchGemm { mut child, input, errors, script, torch_version, .. } = self;
+        drop(input);
+        let status = child.wait()?;
+        let errors = errors.and_then(|e| e.join().ok()).unwrap_or_default();
+        if !status.success() {
+            bail!("{} failed ({status}): {}", script.display(), errors.trim());
+        }
+        Ok(torch_version)
+    }
 }
 
 /// A scratch directory under the system's temporary directory, removed when dropped — also
@@ -324,13 +397,7 @@ pub fn write_batches(path: &Path, batches: &[xner::model::Batch]) -> Result<()> 
 
 /// Runs scripts/bench_torch.py with `python` on the same model and batches.
 pub fn torch_bench(python: &Path, dir: &Path, batches: &Path, device: &Device) -> Result<serde_json::Value> {
-    // The repository's script: where this binary was built, else under the working directory
-    // (a binary carried to another machine with a copy of the repository).
-    let built_here = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_torch.py");
-    let script = if built_here.exists() { built_here } else { PathBuf::from("scripts/bench_torch.py") };
-    if !script.exists() {
-        bail!("no scripts/bench_torch.py in {} or the working directory", env!("CARGO_MANIFEST_DIR"));
-    }
+    let script = script("bench_torch.py")?;
     let threads = rayon::current_num_threads().to_string();
     let out = std::process::Command::new(python)
         .arg(&script)
