@@ -53,8 +53,8 @@ impl Precision {
             (_, Engine::Tiles) => "AMX tiles",
             (_, Engine::Vnni) => "AVX-512 VNNI",
             (Precision::Bf16, Engine::Portable) => "f32 GEMM on bf16-rounded operands",
-            (Precision::Int8, Engine::Portable) if has_avx2() => "AVX2 int8 pairs (vpmaddwd)",
-            (Precision::Int8, Engine::Portable) => "portable int8 dot products",
+            (Precision::Int8, Engine::Portable) if has_avx2() => "AVX2 (vpmaddwd)",
+            (Precision::Int8, Engine::Portable) => "portable loops",
         }
     }
 }

@@ -10,6 +10,7 @@ use clap::Args;
 use super::{read_corpus_file, CorpusArgs, DataArgs, PrecisionArgs, WindowArgs};
 use xner::eval::Evaluation;
 use xner::experiments::Evaluator;
+use xner::lowp::Precision;
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -45,7 +46,13 @@ pub struct EvalArgs {
 pub fn run(args: &EvalArgs, device: &Device) -> Result<()> {
     args.window.validate()?;
     let model_dir = xner::hub::resolve_model(&args.model)?;
-    let settings = args.window.eval_settings(args.batch_size, !args.json, device, args.precision.chosen());
+    let precision = args.precision.chosen();
+    let settings = args.window.eval_settings(args.batch_size, !args.json, device, precision);
+    // Which code ran the low-precision products: the same model reads differently per CPU.
+    let engine = match precision {
+        Precision::F32 => String::new(),
+        p => format!(", {p} on {}", p.engine()),
+    };
     let evals: Vec<(String, Evaluation)> = if args.file.is_empty() {
         let panx = args.data.panx()?;
         xner::experiments::evaluate_languages(&model_dir, &panx, &args.langs, &args.split, args.max_samples, &settings)?
@@ -68,7 +75,7 @@ pub fn run(args: &EvalArgs, device: &Device) -> Result<()> {
         if !args.json {
             let words: usize = eval.gold.iter().map(Vec::len).sum();
             println!(
-                "{name}{split} ({} sentences, {words} words scored, {:.0} tokens/s)",
+                "{name}{split} ({} sentences, {words} words scored, {:.0} tokens/s{engine})",
                 eval.gold.len(),
                 eval.tokens as f64 / eval.seconds
             );

@@ -81,7 +81,12 @@ pub fn run(args: &ServeArgs, device: &Device) -> Result<()> {
     let started = std::time::Instant::now();
     let load = move || {
         let tagger = Tagger::load(&model_dir, &device, alignment.max_len, alignment.stride, precision)?;
-        eprintln!("model ready in {:.2} s ({} labels)", started.elapsed().as_secs_f64(), tagger.labels.len());
+        eprintln!(
+            "model ready in {:.2} s ({} labels, {precision}: {})",
+            started.elapsed().as_secs_f64(),
+            tagger.labels.len(),
+            precision.engine()
+        );
         Ok(tagger)
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
