@@ -9,9 +9,9 @@
 //! Weights are packed once per model into the tile layout `amx` reads. Without AMX (or with
 //! `XNER_NO_AMX=1`) the same numbers come from other code (`Engine`): int8 on AVX-512 VNNI
 //! from the same packed weights (`vnni`), else on AVX2 or plain loops over i16 k-pairs
-//! (`portable_sums`; all exact, so equal to the tile unit's to the bit); bf16 through the f32 GEMM on the rounded operands
-//! (products of bf16 values are exact in f32, so only the order of the sums differs), on
-//! rounded weights packed once per model where the CPU has AVX-512.
+//! (`portable_sums`; all exact, so equal to the tile unit's to the bit); bf16 through the f32
+//! GEMM on the rounded operands (products of bf16 values are exact in f32, so only the order of
+//! the sums differs), on rounded weights packed once per model where the CPU has AVX-512.
 //!
 //! Embeddings, the attention products and the classifier stay in f32.
 
@@ -57,9 +57,7 @@ impl Precision {
             (Precision::Int8, Engine::Portable) => "portable loops",
         }
     }
-}
 
-impl Precision {
     /// What a user should know before choosing this precision on this CPU: None where its
     /// products run on hardware made for them.
     pub fn caveat(self) -> Option<&'static str> {
@@ -88,7 +86,7 @@ impl Engine {
     pub fn for_precision(precision: Precision) -> Engine {
         if amx::available() {
             Engine::Tiles
-        } else if precision == Precision::Int8 && crate::vnni::available() {
+        } else if precision == Precision::Int8 && vnni::available() {
             Engine::Vnni
         } else {
             Engine::Portable

@@ -219,17 +219,16 @@ fn run_gemm(args: &BenchArgs) -> Result<()> {
     // Per round, one torch process; per shape, torch's side and then xner's, within the same
     // second (this VM's speed drifts from minute to minute); the best of each kept.
     let mut torch_version = None;
-    let mut torch_best: Vec<Option<serde_json::Value>> = vec![None; shapes.len()];
+    let mut torch_best: Vec<Vec<Option<f64>>> = shapes.iter().map(|s| vec![None; precisions(s).len()]).collect();
     let mut best: Vec<Vec<f64>> = shapes.iter().map(|s| vec![0.0; precisions(s).len()]).collect();
     for _ in 0..args.gemm_rounds {
         let mut peer = args.python.as_deref().map(TorchGemm::start).transpose()?;
         for (i, shape) in shapes.iter().enumerate() {
             if let Some(peer) = &mut peer {
                 let row = peer.time(shape)?;
-                let kept = torch_best[i].get_or_insert_with(|| row.clone());
-                for p in precisions(shape) {
-                    if let (Some(new), old) = (row[p.name()].as_f64(), kept[p.name()].as_f64()) {
-                        kept[p.name()] = serde_json::json!(old.map_or(new, |old| old.max(new)));
+                for (p, kept) in precisions(shape).iter().zip(torch_best[i].iter_mut()) {
+                    if let Some(new) = row[p.name()].as_f64() {
+                        *kept = Some(kept.map_or(new, |old| old.max(new)));
                     }
                 }
             }
@@ -245,8 +244,7 @@ fn run_gemm(args: &BenchArgs) -> Result<()> {
     let mut out = vec![];
     for (i, shape) in shapes.iter().enumerate() {
         let mut entry = serde_json::json!({"shape": shape});
-        for (&p, &ours) in precisions(shape).iter().zip(&best[i]) {
-            let peer = torch_best[i].as_ref().and_then(|t| t[p.name()].as_f64());
+        for ((&p, &ours), &peer) in precisions(shape).iter().zip(&best[i]).zip(&torch_best[i]) {
             entry[p.name()] = serde_json::json!({"xner": ours, "torch": peer});
             let ratio = peer.map_or(String::new(), |t| format!("{:.0} %", 100.0 * ours / t));
             rows.push(vec![
@@ -269,7 +267,6 @@ fn run_gemm(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs `scripts/<name>` with `python` and `args`; its last line of output as JSON.
 /// The repository's script `name`: where this binary was built, else under the working
 /// directory (a binary carried to another machine with a copy of the repository).
 fn script(name: &str) -> Result<PathBuf> {

@@ -365,10 +365,15 @@ pub struct PrecisionArgs {
 impl PrecisionArgs {
     /// The precision asked for, with a note on stderr where this CPU runs it slowly.
     pub fn chosen(&self) -> Precision {
-        if let Some(caveat) = self.precision.caveat() {
-            eprintln!("note: --precision {}: {caveat}", self.precision);
-        }
+        note_caveat(&format!("--precision {}", self.precision), self.precision);
         self.precision
+    }
+}
+
+/// Says on stderr, after `flag`, what `precision` costs on this CPU, where that is worth saying.
+pub fn note_caveat(flag: &str, precision: Precision) {
+    if let Some(caveat) = precision.caveat() {
+        eprintln!("note: {flag}: {caveat}");
     }
 }
 

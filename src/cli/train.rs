@@ -128,9 +128,7 @@ pub fn validate(args: &TrainArgs) -> Result<()> {
 pub fn run(args: &TrainArgs, device: &Device) -> Result<()> {
     validate(args)?;
     if args.bf16 {
-        if let Some(caveat) = Precision::Bf16.caveat() {
-            eprintln!("note: --bf16: {caveat}");
-        }
+        super::note_caveat("--bf16", Precision::Bf16);
     }
     let (train, validation, describe) = corpora(args)?;
     let alignment = args.window.alignment(args.label_all_subwords);
