@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod composed;
 pub mod data;
 pub mod device;
+pub mod dpbf16;
 pub mod error;
 pub mod eval;
 pub mod experiments;

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use crate::amx::{self, Start, Tiles, BLOCK, TILE_BYTES};
 use crate::kernels::{gelu_cdf, gelu_in_place, multiversion, View};
-use crate::vnni;
+use crate::{dpbf16, vnni};
 use std::mem::MaybeUninit;
 
 /// The number format of the encoder's linear layers at inference.
@@ -52,6 +52,8 @@ impl Precision {
             (Precision::F32, _) => "f32 GEMM",
             (_, Engine::Tiles) => "AMX tiles",
             (_, Engine::Vnni) => "AVX-512 VNNI",
+            (_, Engine::Dpbf16) if dpbf16::native() => "AVX512-BF16 (vdpbf16ps)",
+            (_, Engine::Dpbf16) => "vdpbf16ps emulated on AVX-512 F",
             (Precision::Bf16, Engine::Portable) => "f32 GEMM on bf16-rounded operands",
             (Precision::Int8, Engine::Portable) if has_avx2() => "AVX2 (vpmaddwd)",
             (Precision::Int8, Engine::Portable) => "portable loops",
@@ -61,21 +63,30 @@ impl Precision {
     /// What a user should know before choosing this precision on this CPU: None where its
     /// products run on hardware made for them.
     pub fn caveat(self) -> Option<&'static str> {
-        (self == Precision::Bf16 && Engine::for_precision(self) == Engine::Portable).then_some(
-            "this CPU has no AMX tile unit: bf16 products run in f32 on bf16-rounded operands, \
-             no faster than f32 (int8 has its own kernels here)",
-        )
+        match (self, Engine::for_precision(self)) {
+            (Precision::Bf16, Engine::Portable) => Some(
+                "this CPU has neither AMX nor AVX512-BF16: bf16 products run in f32 on bf16-rounded \
+                 operands, no faster than f32 (int8 has its own kernels here)",
+            ),
+            (Precision::Bf16, Engine::Dpbf16) if !dpbf16::native() => Some(
+                "XNER_DPBF16=emulate: vdpbf16ps is emulated on AVX-512 F, slower than f32 (it is \
+                 there to test that path on CPUs without the instruction)",
+            ),
+            _ => None,
+        }
     }
 }
 
 /// Which code runs a low-precision product. All give the same int8 values to the bit; bf16's
-/// differ only in the order of f32 sums.
+/// differ only in the order and rounding of f32 sums.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Engine {
     /// AMX's tile unit (`tdpbf16ps`, `tdpbusd`).
     Tiles,
     /// AVX-512 VNNI's `vpdpbusd` (int8 only).
     Vnni,
+    /// AVX512-BF16's `vdpbf16ps` (bf16 only), or its emulation where `XNER_DPBF16=emulate`.
+    Dpbf16,
     /// Without the above: bf16 through the f32 GEMM on rounded operands, int8 on AVX2 k-pairs
     /// (or plain loops).
     Portable,
@@ -88,6 +99,8 @@ impl Engine {
             Engine::Tiles
         } else if precision == Precision::Int8 && vnni::available() {
             Engine::Vnni
+        } else if precision == Precision::Bf16 && dpbf16::available() {
+            Engine::Dpbf16
         } else {
             Engine::Portable
         }
@@ -269,6 +282,10 @@ impl<T: Plain> std::ops::DerefMut for Lines<T> {
 #[repr(C, align(64))]
 struct SumsBlock<T>([T; BLOCK * BLOCK]);
 
+/// A 32 × 64 block of bf16 products' sums (two panels), for `dpbf16::sums` to store into.
+#[repr(C, align(64))]
+struct PairF32([f32; BLOCK * dpbf16::COLUMNS]);
+
 /// A 32 × 64 block of int8 sums (two panels), for `vnni::sums` to store into.
 #[repr(C, align(64))]
 struct PairSums([i32; BLOCK * vnni::COLUMNS]);
@@ -394,10 +411,10 @@ unsafe fn dequantize_in_place(
 }
 
 multiversion! {
-    /// y's rows r < n, columns 0..width (rows `y_stride` apart) = act(a 32 × 32 block's sums),
-    /// act GELU with `gelu`.
-    fn block_rows(sums: &[f32], n: usize, width: usize, y: &mut [MaybeUninit<f32>], y_stride: usize, gelu: bool) {
-        for (r, sums) in sums.chunks_exact(BLOCK).take(n).enumerate() {
+    /// y's rows r < n, columns 0..width (rows `y_stride` apart) = act(a block's sums, rows
+    /// `sums_stride` apart), act GELU with `gelu`.
+    fn block_rows(sums: &[f32], sums_stride: usize, n: usize, width: usize, y: &mut [MaybeUninit<f32>], y_stride: usize, gelu: bool) {
+        for (r, sums) in sums.chunks_exact(sums_stride).take(n).enumerate() {
             for (d, &v) in y[r * y_stride..r * y_stride + width].iter_mut().zip(sums) {
                 d.write(if gelu { v * gelu_cdf(v) } else { v });
             }
@@ -472,13 +489,13 @@ impl Bf16Weights {
         w
     }
 
-    /// y = act(x·W + b), act GELU with `gelu`: on the tile unit with `Engine::Tiles`, else
-    /// through the f32 GEMM on the rounded operands (the same bits on packed weights as on
-    /// unpacked ones: `sgemm` sums as gemm does).
+    /// y = act(x·W + b), act GELU with `gelu`: on the tile unit with `Engine::Tiles`, by
+    /// `vdpbf16ps` with `Engine::Dpbf16`, else through the f32 GEMM on the rounded operands (the
+    /// same bits on packed weights as on unpacked ones: `sgemm` sums as gemm does).
     pub fn linear(&self, x: &[f32], rows: usize, bias: &[f32], engine: Engine, gelu: bool) -> Vec<f32> {
         let (ins, outs) = (self.ins, self.outs);
         assert!(x.len() == rows * ins && bias.len() == outs, "bf16 linear: shapes");
-        if engine != Engine::Tiles {
+        if !matches!(engine, Engine::Tiles | Engine::Dpbf16) {
             let rounded: Vec<f32> = x.par_iter().map(|&v| bf16_value(bf16_bits(v))).collect();
             if let Some(packed) = &self.rounded_f32 {
                 return packed.linear(&rounded, rows, bias, gelu);
@@ -490,18 +507,26 @@ impl Bf16Weights {
             return y;
         }
         let rows_of = |first, n, a: &mut [u16], stride| rows_to_bf16(View::rows(x, rows, ins), first, n, a, stride);
-        self.product(rows, Some(bias), gelu, ARows::Convert(rows_of))
+        self.product(rows, Some(bias), gelu, ARows::Convert(rows_of), engine)
     }
 
-    /// y = act(A·W + b) on the tile unit, A's rows from `a_rows`.
+    /// y = act(A·W + b) on the tile unit (`Engine::Tiles`) or by `vdpbf16ps` (`Engine::Dpbf16`:
+    /// the instruction where the CPU has it, else its emulation), A's rows from `a_rows`.
     fn product<F: Fn(usize, usize, &mut [u16], usize) + Sync>(
         &self,
         rows: usize,
         bias: Option<&[f32]>,
         gelu: bool,
         a_rows: ARows<'_, F>,
+        engine: Engine,
     ) -> Vec<f32> {
         let (ins, outs) = (self.ins, self.outs);
+        let native_dot = dpbf16::native();
+        match engine {
+            Engine::Tiles => assert!(amx::available(), "bf16 product: this CPU has no AMX"),
+            Engine::Dpbf16 => assert!(native_dot || crate::sgemm::has_avx512(), "bf16 product: no AVX-512"),
+            _ => panic!("bf16 product: the {engine:?} engine does not multiply bf16"),
+        }
         let kp = self.chunks * 32;
         if let ARows::Ready(all, stride) = a_rows {
             assert!(stride >= kp && all.len() >= rows.div_ceil(BLOCK) * BLOCK * stride, "bf16 product: A's rows");
@@ -527,48 +552,72 @@ impl Bf16Weights {
                 }
                 ARows::Ready(all, stride) => (all[first * stride..].as_ptr(), *stride),
             };
-            let tiles = Tiles::configure().expect("AMX checked by the caller");
             let panels = outs.div_ceil(BLOCK);
             let panel = |p: usize| &self.data[p * self.chunks * 2 * BF16_PER_TILE..];
-            // Every block's sums start from the bias (padded with zeros to 32): a row's values do
-            // not depend on whether it falls in a whole block or an edge one, and so not on how
-            // many rows a call has (inference splits a batch's sentences among the threads).
-            let start_of = |p: usize| Start::Row(starts[p * BLOCK..][..BLOCK].as_ptr());
-            // Whole 32 × 32 blocks go straight into y, the sums started from the bias.
-            let whole = if n == BLOCK { outs / BLOCK } else { 0 };
-            for p in 0..whole {
-                let y = y[p * BLOCK..].as_mut_ptr() as *mut f32;
-                // SAFETY: `a` holds 32 rows of kp bf16 (2·a_stride bytes apart, 64·chunks bytes
-                // each), panel p chunks × 2 tiles, y's 32 rows (4·outs bytes apart) columns
-                // p·32.. + 32; the start 32 values.
-                unsafe { tiles.bf16_block(start_of(p), a, 2 * a_stride, panel(p).as_ptr(), self.chunks, y, 4 * outs) };
-            }
-            if gelu && whole > 0 {
-                for row in y.chunks_mut(outs) {
-                    // SAFETY: the tiles wrote the row's first whole·32 values just above.
-                    gelu_in_place(unsafe {
-                        std::slice::from_raw_parts_mut(row.as_mut_ptr() as *mut f32, whole * BLOCK)
-                    });
+            if engine == Engine::Dpbf16 {
+                // Two panels (64 columns) a call: 24 accumulators for 6 rows, started from the
+                // bias (padded with zeros to whole panels), as the tiles' blocks are.
+                let mut out = PairF32([0f32; BLOCK * dpbf16::COLUMNS]);
+                let mut p = 0;
+                while p < panels {
+                    let pair = p + 1 < panels;
+                    let starts = starts[p * BLOCK..].as_ptr();
+                    // SAFETY: AVX-512 F (and BF16 where `native_dot`) asserted above; `a` holds
+                    // n ≤ 32 rows of kp = 32·chunks bf16, a_stride apart; panel p (and p + 1
+                    // where `pair`) chunks × 1,024 values; `starts` 32 per panel; `out` 32
+                    // aligned rows of 64 f32.
+                    unsafe {
+                        let out = out.0.as_mut_ptr();
+                        dpbf16::sums(a, a_stride, n, panel(p).as_ptr(), pair, self.chunks, starts, out, native_dot)
+                    };
+                    let columns = p * BLOCK..((p + 1 + pair as usize) * BLOCK).min(outs);
+                    block_rows(&out.0, dpbf16::COLUMNS, n, columns.len(), &mut y[columns.start..], outs, gelu);
+                    p += 1 + pair as usize;
                 }
+            } else {
+                let tiles = Tiles::configure().expect("AMX checked by the caller");
+                // Every block's sums start from the bias (padded with zeros to 32): a row's values do
+                // not depend on whether it falls in a whole block or an edge one, and so not on how
+                // many rows a call has (inference splits a batch's sentences among the threads).
+                let start_of = |p: usize| Start::Row(starts[p * BLOCK..][..BLOCK].as_ptr());
+                // Whole 32 × 32 blocks go straight into y, the sums started from the bias.
+                let whole = if n == BLOCK { outs / BLOCK } else { 0 };
+                for p in 0..whole {
+                    let y = y[p * BLOCK..].as_mut_ptr() as *mut f32;
+                    // SAFETY: `a` holds 32 rows of kp bf16 (2·a_stride bytes apart, 64·chunks bytes
+                    // each), panel p chunks × 2 tiles, y's 32 rows (4·outs bytes apart) columns
+                    // p·32.. + 32; the start 32 values.
+                    unsafe {
+                        tiles.bf16_block(start_of(p), a, 2 * a_stride, panel(p).as_ptr(), self.chunks, y, 4 * outs)
+                    };
+                }
+                if gelu && whole > 0 {
+                    for row in y.chunks_mut(outs) {
+                        // SAFETY: the tiles wrote the row's first whole·32 values just above.
+                        gelu_in_place(unsafe {
+                            std::slice::from_raw_parts_mut(row.as_mut_ptr() as *mut f32, whole * BLOCK)
+                        });
+                    }
+                }
+                // The edges (the last rows, the last columns) through an aligned scratch block.
+                let mut out = SumsBlock([0f32; BLOCK * BLOCK]);
+                for p in whole..panels {
+                    // SAFETY: as above; `out` 32 rows of 128 bytes.
+                    unsafe {
+                        tiles.bf16_block(
+                            start_of(p),
+                            a,
+                            2 * a_stride,
+                            panel(p).as_ptr(),
+                            self.chunks,
+                            out.0.as_mut_ptr(),
+                            128,
+                        )
+                    };
+                    block_rows(&out.0, BLOCK, n, BLOCK.min(outs - p * BLOCK), &mut y[p * BLOCK..], outs, gelu);
+                }
+                drop(tiles);
             }
-            // The edges (the last rows, the last columns) through an aligned scratch block.
-            let mut out = SumsBlock([0f32; BLOCK * BLOCK]);
-            for p in whole..panels {
-                // SAFETY: as above; `out` 32 rows of 128 bytes.
-                unsafe {
-                    tiles.bf16_block(
-                        start_of(p),
-                        a,
-                        2 * a_stride,
-                        panel(p).as_ptr(),
-                        self.chunks,
-                        out.0.as_mut_ptr(),
-                        128,
-                    )
-                };
-                block_rows(&out.0, n, BLOCK.min(outs - p * BLOCK), &mut y[p * BLOCK..], outs, gelu);
-            }
-            drop(tiles);
             if let Some(a) = scratch {
                 put_scratch(&BF16_ROWS, a);
             }
@@ -876,12 +925,13 @@ const WHOLE_TRANSPOSED_A_FROM_K: usize = 1024;
 
 /// C = A·B (+ bias on each row) with both operands rounded to bf16 and f32 sums: the products
 /// of `train --bf16`, forward and backward, as torch's autocast computes them. B is packed for
-/// the tile unit on each call (weights change every step); without AMX, the f32 GEMM runs on
-/// the rounded operands.
+/// the tile unit (or `vdpbf16ps`, which reads the same packing) on each call (weights change
+/// every step); without either, the f32 GEMM runs on the rounded operands.
 pub fn matmul_bf16(a: View, b: View, bias: Option<&[f32]>) -> Vec<f32> {
     assert_eq!(a.cols, b.rows, "matmul_bf16: inner dimensions");
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    if amx::available() {
+    let engine = Engine::for_precision(Precision::Bf16);
+    if matches!(engine, Engine::Tiles | Engine::Dpbf16) {
         // B is packed into the thread's buffer of the last call (fresh pages for each product
         // cost 10-20 % of it); A's rows are converted block by block into the product's
         // scratch, never whole.
@@ -894,12 +944,13 @@ pub fn matmul_bf16(a: View, b: View, bias: Option<&[f32]>) -> Vec<f32> {
             // fall into the same L1 sets).
             let stride = packed.chunks * 32 + 32;
             let rows = transposed_to_bf16_rows(a, stride, take_scratch(&A_ROWS, 0));
-            let y = packed.product(m, bias, false, ARows::<fn(usize, usize, &mut [u16], usize)>::Ready(&rows, stride));
+            let ready = ARows::<fn(usize, usize, &mut [u16], usize)>::Ready(&rows, stride);
+            let y = packed.product(m, bias, false, ready, engine);
             put_scratch(&A_ROWS, rows);
             y
         } else {
             let rows_of = |first, n, dst: &mut [u16], stride| rows_to_bf16(a, first, n, dst, stride);
-            packed.product(m, bias, false, ARows::Convert(rows_of))
+            packed.product(m, bias, false, ARows::Convert(rows_of), engine)
         };
         put_scratch(&PACKED_B, packed.data);
         return y;
@@ -1023,6 +1074,7 @@ impl Int8Weights {
         let (ins, outs) = (self.ins, self.outs);
         assert!(x.len() == rows * ins && bias.len() == outs, "int8 linear: shapes");
         assert!(engine != Engine::Vnni || vnni::available(), "int8 linear: this CPU has no AVX-512 VNNI");
+        assert!(engine != Engine::Dpbf16, "int8 linear: vdpbf16ps multiplies bf16");
         let kp = self.chunks * 64;
         // The portable code's weights: kept from packing, or made for this call.
         let made;
@@ -1107,7 +1159,7 @@ impl Int8Weights {
                         p += 1 + pair as usize;
                     }
                 }
-                Engine::Portable => {
+                Engine::Portable | Engine::Dpbf16 => {
                     let pairs = pairs.expect("made for the portable engine");
                     let mut sums = vec![0i32; n * outs];
                     portable_sums(&a, kp, ins, pairs, outs, &mut sums, has_avx2());
@@ -1440,6 +1492,16 @@ mod tests {
                 assert_eq!(int8.linear(&x, rows, &b, Engine::Vnni, false), int8_portable, "int8 VNNI {shape}");
                 assert_eq!(int8.linear(&x, rows, &b, Engine::Vnni, true), int8_gelu, "int8 VNNI + GELU {shape}");
             }
+            // vdpbf16ps (emulated where the CPU lacks it) sums in its own order: close to the
+            // portable sums, and GELU applied to its block's sums is GELU after the product.
+            if crate::sgemm::has_avx512() {
+                let bf16_dot = bf16.linear(&x, rows, &b, Engine::Dpbf16, false);
+                for (d, p) in bf16_dot.iter().zip(&bf16_portable) {
+                    assert!((d - p).abs() <= 1e-4 * (1.0 + p.abs()), "bf16 vdpbf16ps {d} portable {p} {shape}");
+                }
+                let gelu = bf16.linear(&x, rows, &b, Engine::Dpbf16, true);
+                assert_eq!(gelu, with_gelu(&bf16_dot), "bf16 vdpbf16ps + GELU {shape}");
+            }
             if amx::available() {
                 let bf16_tiles = bf16.linear(&x, rows, &b, Engine::Tiles, false);
                 for (t, p) in bf16_tiles.iter().zip(&bf16_portable) {
@@ -1451,6 +1513,60 @@ mod tests {
                 assert_eq!(gelu, with_gelu(&bf16_tiles), "bf16 + GELU {shape}");
                 assert_eq!(int8.linear(&x, rows, &b, Engine::Tiles, false), int8_portable, "int8 tiles {shape}");
                 assert_eq!(int8.linear(&x, rows, &b, Engine::Tiles, true), int8_gelu, "int8 tiles + GELU {shape}");
+            }
+        }
+    }
+
+    /// `dpbf16::sums` against the instruction's definition, one lane at a time: from the start
+    /// value, per k-pair, + odd·odd then + even·even, each a fused multiply-add. The emulation
+    /// runs on any CPU with AVX-512 F; the instruction itself where the CPU has it. Bits equal:
+    /// no operand or sum here is subnormal, where the instruction would flush it.
+    #[test]
+    fn dpbf16_sums_follow_the_instructions_definition() {
+        if !crate::sgemm::has_avx512() {
+            eprintln!("no AVX-512 F: the vdpbf16ps kernels do not run on this CPU");
+            return;
+        }
+        // 3 chunks with k ragged (70 of 96), 4 panels with the last ragged (100 of 128).
+        let (rows, ins, outs) = (13, 70, 100);
+        let packed = Bf16Weights::new(&random(ins * outs, 5), ins, outs);
+        let w = packed.unpack();
+        let kp = packed.chunks * 32;
+        let mut a = vec![0u16; rows * kp];
+        for (r, row) in a.chunks_mut(kp).enumerate() {
+            for (d, v) in row[..ins].iter_mut().zip(random(ins, 6 + r as u64)) {
+                *d = bf16_bits(v);
+            }
+        }
+        let starts: Vec<f32> = random(128, 7);
+        let mut kernels = vec![false];
+        if dpbf16::native() {
+            kernels.push(true);
+        }
+        for native in kernels {
+            for (p, pair) in [(0, true), (2, true), (3, false), (1, false)] {
+                let mut out = PairF32([f32::NAN; BLOCK * dpbf16::COLUMNS]);
+                let panel = packed.data[p * packed.chunks * 2 * BF16_PER_TILE..].as_ptr();
+                let start = starts[p * BLOCK..].as_ptr();
+                // SAFETY: AVX-512 F checked (BF16 where `native`); a holds 13 rows of kp; the
+                // panels and starts as `sums` reads them; `out` 32 aligned rows of 64.
+                unsafe {
+                    dpbf16::sums(a.as_ptr(), kp, rows, panel, pair, packed.chunks, start, out.0.as_mut_ptr(), native)
+                };
+                for r in 0..rows {
+                    for j in 0..if pair { 64 } else { 32 } {
+                        let col = p * BLOCK + j;
+                        let weight = |k: usize| if k < ins && col < outs { w[k * outs + col] } else { 0.0 };
+                        let mut acc = starts[col];
+                        for kk in 0..kp / 2 {
+                            let (even, odd) = (bf16_value(a[r * kp + 2 * kk]), bf16_value(a[r * kp + 2 * kk + 1]));
+                            acc = odd.mul_add(weight(2 * kk + 1), acc);
+                            acc = even.mul_add(weight(2 * kk), acc);
+                        }
+                        let got = out.0[r * dpbf16::COLUMNS + j];
+                        assert_eq!(got.to_bits(), acc.to_bits(), "native {native} panel {p} row {r} column {j}");
+                    }
+                }
             }
         }
     }

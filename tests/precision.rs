@@ -104,7 +104,8 @@ fn bf16_and_int8_stay_close_to_f32_and_a_quantized_directory_runs_as_on_the_fly(
     assert!(report["bytes_after"].as_u64() < report["bytes_before"].as_u64(), "{report}");
     // `eval` of 300 validation sentences, with the environment's switches to other engines:
     // `XNER_NO_AVX512` for gemm's path (as on CPUs without AVX-512) instead of the AVX-512
-    // products, `XNER_NO_AMX` and `XNER_NO_VNNI` for int8 on VNNI or portable code.
+    // products, `XNER_NO_AMX` and `XNER_NO_VNNI` for int8 on VNNI or portable code,
+    // `XNER_NO_DPBF16` and `XNER_DPBF16=emulate` for bf16 without or with vdpbf16ps.
     let eval_on = |model: &Path, precision: &str, switches: &[&str]| {
         let mut cmd = common::xner();
         cmd.args(["eval", "--model", model.to_str().unwrap(), "--langs", "de", "--split", "validation"]).args([
@@ -115,7 +116,8 @@ fn bf16_and_int8_stay_close_to_f32_and_a_quantized_directory_runs_as_on_the_fly(
             "--json",
         ]);
         for switch in switches {
-            cmd.env(switch, "1");
+            let (name, value) = switch.split_once('=').unwrap_or((switch, "1"));
+            cmd.env(name, value);
         }
         json_of(&mut cmd)["de"].clone()
     };
@@ -133,6 +135,23 @@ fn bf16_and_int8_stay_close_to_f32_and_a_quantized_directory_runs_as_on_the_fly(
     for key in ["f1", "loss", "report"] {
         assert_eq!(int8_vnni[key], int8_eval[key], "VNNI {key}");
         assert_eq!(int8_portable[key], int8_eval[key], "portable {key}");
+    }
+    // bf16 on each engine this CPU can run: the tile unit, vdpbf16ps (emulated on AVX-512 F
+    // where the CPU lacks it), the f32 GEMM on rounded operands. Their sums differ only in
+    // order and rounding: each close to f32, and the engine named is the one asked for.
+    let mut bf16_runs = vec![eval_on(&dir, "bf16", &["XNER_NO_AMX", "XNER_NO_DPBF16"])];
+    assert_eq!(bf16_runs[0]["engine"], "f32 GEMM on bf16-rounded operands");
+    if xner::sgemm::available() {
+        let dot = eval_on(&dir, "bf16", &["XNER_NO_AMX", "XNER_DPBF16=emulate"]);
+        let engine = dot["engine"].as_str().unwrap_or_default().to_string();
+        assert!(engine.contains("vdpbf16ps"), "{engine}");
+        bf16_runs.push(dot);
+    }
+    bf16_runs.push(eval(&dir, "bf16"));
+    for run in &bf16_runs {
+        let (a, b) = (f32_eval["f1"].as_f64().unwrap(), run["f1"].as_f64().unwrap());
+        assert!((a - b).abs() < 0.02, "f32 F1 {a}, bf16 on {} {b}", run["engine"]);
+        assert_eq!(run["precision"], "bf16");
     }
     assert_eq!(int8_eval["f1"], int8_file["f1"]);
     assert_eq!(int8_eval["loss"], int8_file["loss"]);

@@ -70,7 +70,12 @@ pub fn run(args: &EvalArgs, device: &Device) -> Result<()> {
     let mut results = serde_json::Map::new();
     let mut strict_f1 = vec![];
     for (name, eval) in &evals {
-        let json = eval.to_json()?;
+        let mut json = eval.to_json()?;
+        if let Some(fields) = json.as_object_mut() {
+            // What ran the products, for scripts comparing machines or engines.
+            fields.insert("precision".into(), precision.name().into());
+            fields.insert("engine".into(), precision.engine().into());
+        }
         strict_f1.push(json["strict_f1"].as_f64().unwrap_or(f64::NAN));
         if !args.json {
             let words: usize = eval.gold.iter().map(Vec::len).sum();
