@@ -440,23 +440,45 @@ pub fn run(cli: Cli) -> Result<()> {
     if let Some(n) = cli.threads {
         // candle's matrix products read RAYON_NUM_THREADS; the rest runs on rayon's pool.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("--threads")?;
     }
     let device = xner::device::parse(&cli.device)?;
     if matches!(cli.command, Command::Train(_) | Command::Transfer(_) | Command::Curve(_) | Command::Table(_)) {
         stop_training_on_signals();
     }
+    if let Command::Serve(a) = &cli.command {
+        // The server's own threads call into rayon's global pool.
+        if let Some(n) = cli.threads {
+            rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("--threads")?;
+        }
+        return serve::run(a, &device);
+    }
+    // The command itself runs on one of the pool's threads, not beside the pool. From outside,
+    // each parallel op hands its work to the pool and sleeps until a worker wakes it, and it
+    // waits for a sleeping worker to wake first; on a VM each wake-up is an interrupt to
+    // another virtual CPU. From inside, the calling thread works on its share at once and takes
+    // back what no other thread has started. Training on 2 cores: 1-5 % faster, the same bits.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cli.threads.unwrap_or(0))
+        // The main thread's stack, not a worker's 2 MiB: candle's backward pass recurses.
+        .stack_size(8 << 20)
+        .thread_name(|i| format!("xner-{i}"))
+        .build()
+        .context("--threads")?;
+    pool.install(|| dispatch(&cli, &device))
+}
+
+fn dispatch(cli: &Cli, device: &Device) -> Result<()> {
     match &cli.command {
-        Command::Train(a) => train::run(a, &device),
-        Command::Eval(a) => eval::run(a, &device),
-        Command::Tag(a) => tag::run(a, &device),
-        Command::Analyze(a) => analyze::run(a, &device),
-        Command::Transfer(a) => transfer::run(a, &device),
-        Command::Curve(a) => curve::run(a, &device),
-        Command::Table(a) => table::run(a, &device),
+        Command::Train(a) => train::run(a, device),
+        Command::Eval(a) => eval::run(a, device),
+        Command::Tag(a) => tag::run(a, device),
+        Command::Analyze(a) => analyze::run(a, device),
+        Command::Transfer(a) => transfer::run(a, device),
+        Command::Curve(a) => curve::run(a, device),
+        Command::Table(a) => table::run(a, device),
         Command::Report(a) => report::run(a),
-        Command::Bench(a) => bench::run(a, &device),
-        Command::Serve(a) => serve::run(a, &device),
+        Command::Bench(a) => bench::run(a, device),
+        Command::Serve(a) => serve::run(a, device),
         Command::Quantize(a) => quantize::run(a),
         Command::Data(DataCommand::Stats(a)) => data::stats(a),
         Command::Data(DataCommand::Show(a)) => data::show(a),
