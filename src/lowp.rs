@@ -931,12 +931,21 @@ pub fn matmul_bf16(a: View, b: View, bias: Option<&[f32]>) -> Vec<f32> {
     assert_eq!(a.cols, b.rows, "matmul_bf16: inner dimensions");
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let engine = Engine::for_precision(Precision::Bf16);
+    let long_transposed_a = a.cs != 1 && m >= 2 * BLOCK && k > WHOLE_TRANSPOSED_A_FROM_K;
+    if engine == Engine::Dpbf16 && long_transposed_a {
+        // A long dW: A converted whole, then B packed 64 columns at a time inside the tasks.
+        let stride = k.div_ceil(32) * 32 + 32;
+        let rows = transposed_to_bf16_rows(a, stride, take_scratch(&A_ROWS, 0));
+        let y = dpbf16_by_panels(&rows, stride, m, b, bias);
+        put_scratch(&A_ROWS, rows);
+        return y;
+    }
     if matches!(engine, Engine::Tiles | Engine::Dpbf16) {
         // B is packed into the thread's buffer of the last call (fresh pages for each product
         // cost 10-20 % of it); A's rows are converted block by block into the product's
         // scratch, never whole.
         let packed = Bf16Weights::pack_view_into(b, take_scratch(&PACKED_B, 0));
-        let y = if a.cs != 1 && m >= 2 * BLOCK && k > WHOLE_TRANSPOSED_A_FROM_K {
+        let y = if long_transposed_a {
             // A long transposed A (dW's dyᵀ over many tokens) is converted whole first, 32 of
             // its columns (32 rows of memory) at a time: block by block, each block's rows were
             // 32 strided columns read across all of memory's rows (a third of the product).
@@ -967,6 +976,146 @@ pub fn matmul_bf16(a: View, b: View, bias: Option<&[f32]>) -> Vec<f32> {
         }
     };
     crate::kernels::linear_rows(&rounded(a), &rounded(b), bias, m, k, n)
+}
+
+/// Panels p..p + count of B (k × n) packed as `pack_tile` packs them, into `out`.
+fn pack_panels(b: View, p: usize, count: usize, chunks: usize, out: &mut [u16]) {
+    #[cfg(target_arch = "x86_64")]
+    if b.cs == 1 && crate::sgemm::has_avx512() {
+        // SAFETY: AVX-512 F is here, B is row-major; `out`'s length is asserted inside.
+        return unsafe { pack_panels_by_row_pairs(b, p, count, chunks, out) };
+    }
+    for (i, tile) in out.chunks_mut(BF16_PER_TILE).take(count * chunks * 2).enumerate() {
+        let (q, c, t) = (i / (2 * chunks), (i / 2) % chunks, i % 2);
+        pack_tile(b, c * 32, (p + q) * BLOCK + t * 16, tile);
+    }
+}
+
+/// Panels p..p + count of a row-major B (its rows k, columns n) packed as `pack_tile` packs
+/// them, made along B's rows: a tile row is 16 columns of rows k and k + 1, rounded as
+/// `bf16_bits` rounds and interleaved (k in each lane's low half), so each pair of rows is
+/// read once, along memory. Tile by tile (32 rows of 64 bytes each, 6 KiB apart in a dW's
+/// activations) the packing took 40 % of the product.
+///
+/// # Safety
+/// The CPU has AVX-512 F; `b.cs == 1`; `out` holds count · chunks · 1,024 values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_panels_by_row_pairs(b: View, p: usize, count: usize, chunks: usize, out: &mut [u16]) {
+    const AHEAD: usize = 16;
+    use std::arch::x86_64::*;
+    assert!(b.cs == 1 && out.len() >= count * chunks * 2 * BF16_PER_TILE, "bf16 pack by rows: layout");
+    // Macros, not closures: a closure would not share the function's target features.
+    macro_rules! rounded {
+        ($x:expr) => {{
+            let bits = _mm512_castps_si512($x);
+            let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
+            let rounded = _mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+            let magnitude = _mm512_and_si512(bits, _mm512_set1_epi32(0x7fff_ffff));
+            let nan = _mm512_cmpgt_epu32_mask(magnitude, _mm512_set1_epi32(0x7f80_0000));
+            let quiet = _mm512_or_si512(bits, _mm512_set1_epi32(0x0040_0000));
+            _mm512_mask_blend_epi32(nan, rounded, quiet)
+        }};
+    }
+    macro_rules! row {
+        ($k:expr, $n0:expr, $mask:expr) => {
+            if $k < b.rows && $mask != 0 {
+                _mm512_maskz_loadu_ps($mask, b.data.as_ptr().wrapping_add($k * b.rs + $n0))
+            } else {
+                _mm512_setzero_ps()
+            }
+        };
+    }
+    // Row pair by row pair, all of the panels' columns (up to 256 bytes of each row) at once.
+    for c in 0..chunks {
+        for r in 0..16 {
+            let k = 32 * c + 2 * r;
+            // Rows 6 KiB apart defeat the prefetchers: ask for the pair AHEAD rows on.
+            for ahead in [k + AHEAD, k + AHEAD + 1] {
+                if ahead < b.rows {
+                    let line = b.data.as_ptr().wrapping_add(ahead * b.rs + p * BLOCK) as *const i8;
+                    for l in 0..2 * count {
+                        _mm_prefetch::<_MM_HINT_T0>(line.wrapping_add(64 * l));
+                    }
+                }
+            }
+            for q in 0..count {
+                for t in 0..2 {
+                    let n0 = (p + q) * BLOCK + t * 16;
+                    let valid = b.cols.saturating_sub(n0).min(16);
+                    let mask = ((1u32 << valid) - 1) as __mmask16;
+                    let even = _mm512_srli_epi32::<16>(rounded!(row!(k, n0, mask)));
+                    let odd =
+                        _mm512_and_si512(rounded!(row!(k + 1, n0, mask)), _mm512_set1_epi32(0xffff_0000u32 as i32));
+                    let tile = out.as_mut_ptr().add((q * chunks + c) * 2 * BF16_PER_TILE + t * BF16_PER_TILE);
+                    _mm512_storeu_si512(tile.add(32 * r) as *mut __m512i, _mm512_or_si512(even, odd));
+                }
+            }
+        }
+    }
+}
+
+/// `matmul_bf16` by `vdpbf16ps` for a long dW (A = dyᵀ over many tokens, in bf16 rows
+/// `a_stride` apart, k padded with zeros): each task packs one pair of B's panels (64 columns,
+/// k × 64 of activations) into its thread's buffer and runs all of A's rows against it while
+/// it is in L2. Packing the whole of B first wrote it out and read it back: at 384 × 2,048 ×
+/// 1,536 that was a fifth of the product. The same kernel over the same k order: the same bits.
+fn dpbf16_by_panels(a: &[u16], a_stride: usize, m: usize, b: View, bias: Option<&[f32]>) -> Vec<f32> {
+    let (k, n) = (b.rows, b.cols);
+    let chunks = k.div_ceil(32);
+    assert!(a_stride >= chunks * 32 && a.len() >= m * a_stride, "bf16 product by panels: A's rows");
+    let panels = n.div_ceil(BLOCK);
+    let native = dpbf16::native();
+    let mut y = Vec::<f32>::with_capacity(m * n);
+    // Tasks write disjoint columns of every row.
+    struct Output(*mut f32);
+    // SAFETY: each task writes only its own 64 (or fewer) columns.
+    unsafe impl Sync for Output {}
+    let output = Output(y.as_mut_ptr());
+    let output = &output;
+    (0..panels.div_ceil(2)).into_par_iter().for_each(|pair_index| {
+        let p = 2 * pair_index;
+        let pair = p + 1 < panels;
+        let count = 1 + pair as usize;
+        let mut packed = take_scratch(&PACKED_B, count * chunks * 2 * BF16_PER_TILE);
+        pack_panels(b, p, count, chunks, &mut packed);
+        let columns = p * BLOCK..((p + count) * BLOCK).min(n);
+        let mut starts = [0f32; dpbf16::COLUMNS];
+        if let Some(bias) = bias {
+            starts[..columns.len()].copy_from_slice(&bias[columns.clone()]);
+        }
+        let mut sums = PairF32([0f32; BLOCK * dpbf16::COLUMNS]);
+        for first in (0..m).step_by(BLOCK) {
+            let rows = BLOCK.min(m - first);
+            // SAFETY: AVX-512 F (and BF16 where `native`): `Engine::Dpbf16` was chosen; `a`
+            // holds m rows of chunks·32 values, a_stride apart (asserted); `packed` this
+            // pair's panels; `starts` 64 values; `sums` 32 aligned rows of 64.
+            unsafe {
+                dpbf16::sums(
+                    a.as_ptr().add(first * a_stride),
+                    a_stride,
+                    rows,
+                    packed.as_ptr(),
+                    pair,
+                    chunks,
+                    starts.as_ptr(),
+                    sums.0.as_mut_ptr(),
+                    native,
+                )
+            };
+            for (r, row) in sums.0.chunks_exact(dpbf16::COLUMNS).take(rows).enumerate() {
+                // SAFETY: y has capacity m·n; row first + r, this task's columns.
+                unsafe {
+                    let to = output.0.add((first + r) * n + columns.start);
+                    std::ptr::copy_nonoverlapping(row.as_ptr(), to, columns.len());
+                }
+            }
+        }
+        put_scratch(&PACKED_B, packed);
+    });
+    // SAFETY: the tasks wrote every column of every row.
+    unsafe { y.set_len(m * n) };
+    y
 }
 
 // ---- int8 ------------------------------------------------------------------------------------
@@ -1591,6 +1740,48 @@ mod tests {
         // included), block by block below.
         for (m, k, n) in [(37, 70, 45), (75, 70, 45), (75, WHOLE_TRANSPOSED_A_FROM_K + 45, 45)] {
             transposed_operands_product(m, k, n);
+        }
+    }
+
+    #[test]
+    fn a_long_dw_by_panels_packs_and_sums_as_the_row_blocks_do() {
+        // dW's layout: A = dyᵀ (dy stored tokens × m), B = x row-major (tokens × n). Odd k and
+        // ragged last panels (45 = 32 + 13 columns; 100 = 3 · 32 + 4), NaN and infinities.
+        if !crate::sgemm::has_avx512() {
+            eprintln!("skipped: the by-panels path runs on AVX-512 only");
+            return;
+        }
+        for (m, k, n) in [(75, 1069, 45), (64, 1101, 100)] {
+            let at = random(k * m, 8);
+            let mut bt = random(k * n, 9);
+            let a = View::rows(&at, k, m).t();
+            let b = View::rows(&bt, k, n);
+            let stride = k.div_ceil(32) * 32 + 32;
+            let rows = transposed_to_bf16_rows(a, stride, Lines::new());
+            let whole = Bf16Weights::pack_view_into(b, Lines::new());
+            let bias = random(n, 10);
+            let by_rows = ARows::<fn(usize, usize, &mut [u16], usize)>::Ready(&rows, stride);
+            let expected = whole.product(m, Some(&bias), false, by_rows, Engine::Dpbf16);
+            let got = dpbf16_by_panels(&rows, stride, m, b, Some(&bias));
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&expected), "{m}x{k}x{n}");
+            // The packing alone, special values included, against pack_tile's.
+            for (i, v) in
+                [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, f32::MIN_POSITIVE / 4.0].into_iter().enumerate()
+            {
+                bt[i * 37 % (k * n)] = v;
+            }
+            bt[k * n - 1] = f32::from_bits(0x7f80_0001); // a signalling NaN
+            let b = View::rows(&bt, k, n);
+            let whole = Bf16Weights::pack_view_into(b, Lines::new());
+            let panel_values = whole.chunks * 2 * BF16_PER_TILE;
+            let panels = n.div_ceil(BLOCK);
+            for p in (0..panels).step_by(2) {
+                let count = (panels - p).min(2);
+                let mut out = vec![0xdead_u16; count * panel_values];
+                pack_panels(b, p, count, whole.chunks, &mut out);
+                assert_eq!(&out[..], &whole.data[p * panel_values..][..count * panel_values], "{m}x{k}x{n} panel {p}");
+            }
         }
     }
 
