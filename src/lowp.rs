@@ -923,6 +923,11 @@ fn bf16_rows(m: View) -> Vec<u16> {
 /// 24 % slower (the block-by-block conversion's rows still in L1 when the tiles read them).
 const WHOLE_TRANSPOSED_A_FROM_K: usize = 1024;
 
+/// The k (tokens) from which a dW by `vdpbf16ps` runs `dpbf16_by_panels`. On Zen 4 it was
+/// 5-11 % faster than the row blocks for 384 × k × 1,536 at k = 512 and 1,024 (12-25 % at
+/// 2,048) and within 2 % for m = 1,536, n = 384; below 512 it lost 2-8 % where m ≥ n.
+const DPBF16_BY_PANELS_FROM_K: usize = 512;
+
 /// C = A·B (+ bias on each row) with both operands rounded to bf16 and f32 sums: the products
 /// of `train --bf16`, forward and backward, as torch's autocast computes them. B is packed for
 /// the tile unit (or `vdpbf16ps`, which reads the same packing) on each call (weights change
@@ -932,8 +937,8 @@ pub fn matmul_bf16(a: View, b: View, bias: Option<&[f32]>) -> Vec<f32> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let engine = Engine::for_precision(Precision::Bf16);
     let long_transposed_a = a.cs != 1 && m >= 2 * BLOCK && k > WHOLE_TRANSPOSED_A_FROM_K;
-    if engine == Engine::Dpbf16 && long_transposed_a {
-        // A long dW: A converted whole, then B packed 64 columns at a time inside the tasks.
+    if engine == Engine::Dpbf16 && a.cs != 1 && m >= 2 * BLOCK && k >= DPBF16_BY_PANELS_FROM_K {
+        // A dW: A converted whole, then B packed 64 columns at a time inside the tasks.
         let stride = k.div_ceil(32) * 32 + 32;
         let rows = transposed_to_bf16_rows(a, stride, take_scratch(&A_ROWS, 0));
         let y = dpbf16_by_panels(&rows, stride, m, b, bias);
@@ -1055,7 +1060,7 @@ unsafe fn pack_panels_by_row_pairs(b: View, p: usize, count: usize, chunks: usiz
     }
 }
 
-/// `matmul_bf16` by `vdpbf16ps` for a long dW (A = dyᵀ over many tokens, in bf16 rows
+/// `matmul_bf16` by `vdpbf16ps` for a dW (A = dyᵀ over k ≥ 512 tokens, in bf16 rows
 /// `a_stride` apart, k padded with zeros): each task packs one pair of B's panels (64 columns,
 /// k × 64 of activations) into its thread's buffer and runs all of A's rows against it while
 /// it is in L2. Packing the whole of B first wrote it out and read it back: at 384 × 2,048 ×
