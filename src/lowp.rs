@@ -459,12 +459,9 @@ impl Bf16Weights {
         let chunks = ins.div_ceil(32);
         let panels = outs.div_ceil(BLOCK);
         data.resize(panels * chunks * 2 * BF16_PER_TILE);
-        data.par_chunks_mut(chunks * 2 * BF16_PER_TILE).enumerate().for_each(|(p, panel)| {
-            for (i, tile) in panel.chunks_mut(BF16_PER_TILE).enumerate() {
-                let (c, t) = (i / 2, i % 2);
-                pack_tile(w, c * 32, p * BLOCK + t * 16, tile);
-            }
-        });
+        data.par_chunks_mut(chunks * 2 * BF16_PER_TILE)
+            .enumerate()
+            .for_each(|(p, panel)| pack_panels_by_tiles(w, p, 1, chunks, panel));
         Bf16Weights { ins, outs, chunks, data, rounded_f32: None }
     }
 
@@ -936,32 +933,24 @@ pub fn matmul_bf16(a: View, b: View, bias: Option<&[f32]>) -> Vec<f32> {
     assert_eq!(a.cols, b.rows, "matmul_bf16: inner dimensions");
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let engine = Engine::for_precision(Precision::Bf16);
-    let long_transposed_a = a.cs != 1 && m >= 2 * BLOCK && k > WHOLE_TRANSPOSED_A_FROM_K;
-    if engine == Engine::Dpbf16 && a.cs != 1 && m >= 2 * BLOCK && k >= DPBF16_BY_PANELS_FROM_K {
-        // A dW: A converted whole, then B packed 64 columns at a time inside the tasks.
-        let stride = k.div_ceil(32) * 32 + 32;
-        let rows = transposed_to_bf16_rows(a, stride, take_scratch(&A_ROWS, 0));
-        let y = dpbf16_by_panels(&rows, stride, m, b, bias);
-        put_scratch(&A_ROWS, rows);
-        return y;
+    // dW's A (dyᵀ over the tokens) is a transposed view.
+    let transposed_a = a.cs != 1 && m >= 2 * BLOCK;
+    if engine == Engine::Dpbf16 && transposed_a && k >= DPBF16_BY_PANELS_FROM_K {
+        // A converted whole, then B packed 64 columns at a time inside the tasks.
+        return with_whole_transposed_a(a, |rows, stride| dpbf16_by_panels(rows, stride, m, b, bias));
     }
     if matches!(engine, Engine::Tiles | Engine::Dpbf16) {
         // B is packed into the thread's buffer of the last call (fresh pages for each product
         // cost 10-20 % of it); A's rows are converted block by block into the product's
         // scratch, never whole.
         let packed = Bf16Weights::pack_view_into(b, take_scratch(&PACKED_B, 0));
-        let y = if long_transposed_a {
-            // A long transposed A (dW's dyᵀ over many tokens) is converted whole first, 32 of
-            // its columns (32 rows of memory) at a time: block by block, each block's rows were
-            // 32 strided columns read across all of memory's rows (a third of the product).
-            // Its rows are a cache line longer than k (4 KiB apart, at k = 2,048, they would
-            // fall into the same L1 sets).
-            let stride = packed.chunks * 32 + 32;
-            let rows = transposed_to_bf16_rows(a, stride, take_scratch(&A_ROWS, 0));
-            let ready = ARows::<fn(usize, usize, &mut [u16], usize)>::Ready(&rows, stride);
-            let y = packed.product(m, bias, false, ready, engine);
-            put_scratch(&A_ROWS, rows);
-            y
+        let y = if transposed_a && k > WHOLE_TRANSPOSED_A_FROM_K {
+            // A long transposed A is converted whole first: block by block, each block's rows
+            // were 32 strided columns read across all of memory's rows (a third of the product).
+            with_whole_transposed_a(a, |rows, stride| {
+                let ready = ARows::<fn(usize, usize, &mut [u16], usize)>::Ready(rows, stride);
+                packed.product(m, bias, false, ready, engine)
+            })
         } else {
             let rows_of = |first, n, dst: &mut [u16], stride| rows_to_bf16(a, first, n, dst, stride);
             packed.product(m, bias, false, ARows::Convert(rows_of), engine)
@@ -983,6 +972,18 @@ pub fn matmul_bf16(a: View, b: View, bias: Option<&[f32]>) -> Vec<f32> {
     crate::kernels::linear_rows(&rounded(a), &rounded(b), bias, m, k, n)
 }
 
+/// `f(rows, stride)` on a transposed A (rs = 1) converted whole to bf16 rows, `stride` apart
+/// with k padded with zeros, in the thread's scratch; 32 of its columns (32 rows of memory) at
+/// a time. The rows are a cache line longer than k: 4 KiB apart, at k = 2,048, they would fall
+/// into the same L1 sets.
+fn with_whole_transposed_a<R>(a: View, f: impl FnOnce(&[u16], usize) -> R) -> R {
+    let stride = a.cols.div_ceil(32) * 32 + 32;
+    let rows = transposed_to_bf16_rows(a, stride, take_scratch(&A_ROWS, 0));
+    let result = f(&rows, stride);
+    put_scratch(&A_ROWS, rows);
+    result
+}
+
 /// Panels p..p + count of B (k × n) packed as `pack_tile` packs them, into `out`.
 fn pack_panels(b: View, p: usize, count: usize, chunks: usize, out: &mut [u16]) {
     #[cfg(target_arch = "x86_64")]
@@ -990,6 +991,11 @@ fn pack_panels(b: View, p: usize, count: usize, chunks: usize, out: &mut [u16]) 
         // SAFETY: AVX-512 F is here, B is row-major; `out`'s length is asserted inside.
         return unsafe { pack_panels_by_row_pairs(b, p, count, chunks, out) };
     }
+    pack_panels_by_tiles(b, p, count, chunks, out);
+}
+
+/// Panels p..p + count of B, tile by tile (`pack_tile`), into `out`.
+fn pack_panels_by_tiles(b: View, p: usize, count: usize, chunks: usize, out: &mut [u16]) {
     for (i, tile) in out.chunks_mut(BF16_PER_TILE).take(count * chunks * 2).enumerate() {
         let (q, c, t) = (i / (2 * chunks), (i / 2) % chunks, i % 2);
         pack_tile(b, c * 32, (p + q) * BLOCK + t * 16, tile);

@@ -445,12 +445,12 @@ pub fn run(cli: Cli) -> Result<()> {
     if matches!(cli.command, Command::Train(_) | Command::Transfer(_) | Command::Curve(_) | Command::Table(_)) {
         stop_training_on_signals();
     }
-    if let Command::Serve(a) = &cli.command {
+    if let Command::Serve(_) = &cli.command {
         // The server's own threads call into rayon's global pool.
         if let Some(n) = cli.threads {
             rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("--threads")?;
         }
-        return serve::run(a, &device);
+        return dispatch(&cli, &device);
     }
     // The command itself runs on one of the pool's threads, not beside the pool. From outside,
     // each parallel op hands its work to the pool and sleeps until a worker wakes it, and it
