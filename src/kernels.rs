@@ -836,6 +836,14 @@ impl CustomOp1 for Attention {
         let (n, h, d) = self.dims(l)?;
         let heads = self.heads;
         let mut out = vec![0f32; n * h];
+        if !self.save && self.dropout.is_none() && crate::attention::supports(d) {
+            // Inference: nothing to save for a backward pass, so no probabilities to keep.
+            let outs = split_sizes(&mut out, self.lens.iter().map(|t| t * h));
+            outs.into_par_iter().zip(self.sentences()).for_each(|(out, (row, t, _))| {
+                crate::attention::sentence(&qkv[row * 3 * h..][..t * 3 * h], t, h, heads, self.scale, out)
+            });
+            return Ok((CpuStorage::F32(out), Shape::from((n, h))));
+        }
         let mut probs = vec![0f32; self.probs_len()];
         let outs = split_sizes(&mut out, self.lens.iter().map(|t| t * h));
         let prob_parts = split_sizes(&mut probs, self.lens.iter().map(|t| heads * t * t));

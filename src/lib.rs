@@ -7,6 +7,7 @@
 pub mod align;
 pub mod amx;
 pub mod analysis;
+pub mod attention;
 pub mod batch;
 pub mod bench;
 pub mod charsmap;

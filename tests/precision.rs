@@ -123,11 +123,14 @@ fn bf16_and_int8_stay_close_to_f32_and_a_quantized_directory_runs_as_on_the_fly(
     };
     let eval = |model: &Path, precision: &str| eval_on(model, precision, &[]);
     let (f32_eval, int8_eval, int8_file) = (eval(&dir, "f32"), eval(&dir, "int8"), eval(&quantized, "int8"));
-    // The AVX-512 products sum in gemm's order, so the evaluation is the same to the last digit.
+    // The AVX-512 products sum in gemm's order (their unit tests check the bits), but attention
+    // on AVX-512 sums in its own: the same predictions, and the loss within rounding.
     let gemm_eval = eval_on(&dir, "f32", &["XNER_NO_AVX512"]);
-    for key in ["f1", "loss", "report"] {
+    for key in ["f1", "report"] {
         assert_eq!(gemm_eval[key], f32_eval[key], "{key}");
     }
+    let (gemm_loss, f32_loss) = (gemm_eval["loss"].as_f64().unwrap(), f32_eval["loss"].as_f64().unwrap());
+    assert!((gemm_loss - f32_loss).abs() <= 1e-6 * f32_loss, "loss {gemm_loss} with gemm, {f32_loss} on AVX-512");
     // int8's sums are exact on every engine: the tile unit (where the CPU has one), VNNI (where
     // it has that) and the portable dot products evaluate to the last digit alike.
     let int8_vnni = eval_on(&dir, "int8", &["XNER_NO_AMX"]);
