@@ -9,8 +9,8 @@
 //! - inference: gemm packed W on every call (9 % of an f32 evaluation), the bias was copied
 //!   into every output row before the product (5 %), and GELU was a pass of its own over a
 //!   product that had left the cache (4 %). Here W is packed when the model's inference weights
-//!   are made, the bias is the first block's start value, and GELU runs on each finished tile
-//!   while it is in L1;
+//!   are made, the bias is the first block's start value, and GELU runs on each finished
+//!   block of rows (6 × up to 512 columns) while it is in L1 or L2;
 //! - everywhere: the tile's loop runs four k-steps per iteration on fixed row pointers, where
 //!   gemm's loop instructions took issue slots from the multiply-adds (single-threaded, 190–200
 //!   GFLOP/s against gemm's 130–165, of this core's 214).
@@ -388,10 +388,13 @@ impl Task<'_> {
                             },
                         };
                         tile.run(rows, self.a.cs != 1);
-                        if self.gelu && last {
-                            for i in 0..rows {
-                                gelu_in_place(std::slice::from_raw_parts_mut(tile.y.add(i * n), cols));
-                            }
+                    }
+                    if self.gelu && last {
+                        // The rows' finished columns of these panels, still in L1 or L2: one
+                        // call per row over up to 512 columns, not one per 64.
+                        let (col, end) = (p0 * PANEL, (p1 * PANEL).min(n));
+                        for i in row..row + rows {
+                            gelu_in_place(std::slice::from_raw_parts_mut(self.y.add(i * n + col), end - col));
                         }
                     }
                     row += rows;
